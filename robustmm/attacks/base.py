@@ -1,0 +1,185 @@
+"""The ``Attack`` protocol, its input/output records and the registry.
+
+An attack is a class with a ``name``, a ``modality`` (image / text / joint / embedding),
+a frozen ``Config`` dataclass, and ``run(model, batch) -> AttackResult``. It is
+white-box against the model it is given, touches only the modality it attacks, never
+accumulates gradients in model parameters, and restores the model's train/eval mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from robustmm.errors import RobustMMError
+from robustmm.types import Example
+
+MODALITIES = ("image", "text", "joint", "embedding")
+
+
+@dataclass
+class AttackBatch:
+    """What an attack perturbs: ``pixels`` (B, 3, H, W) in [0, 1], ``texts`` (B strings),
+    ``targets`` (B,) gold candidate indices (the label the attack moves away from)."""
+
+    examples: Sequence[Example]
+    pixels: torch.Tensor
+    texts: list[str]
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class AttackResult:
+    """The adversarial batch and per-example facts.
+
+    ``pixels`` (B, 3, H, W) in [0, 1] and ``texts``: the adversarial inputs (equal to the
+    clean ones in the modality not attacked); ``scores`` (B, C): the model's candidate
+    scores on the adversarial input (for embedding attacks, on the perturbed embeddings);
+    ``info``: one dict per example with ``queries`` (forward+backward passes or forward
+    queries), ``seconds``, and modality measures (``linf``, ``l2``, ``words_changed``,
+    ``words_total``, ``similarity``, ...).
+    """
+
+    pixels: torch.Tensor
+    texts: list[str]
+    scores: torch.Tensor
+    info: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Attack(ABC):
+    """Base class of every attack; subclasses set ``name``, ``modality``, ``Config``, ``paper``."""
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    Config: ClassVar[type]
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config=None, **params) -> None:
+        if config is not None and params:
+            raise RobustMMError(f"Give attack {self.name!r} either a config or parameters, not both.")
+        self.config = config if config is not None else make_config(self.Config, params, self.name)
+
+    @abstractmethod
+    def run(self, model, batch: AttackBatch) -> AttackResult:
+        """Attack ``model`` (a VLModel) on ``batch``; see AttackResult."""
+
+    def describe(self) -> str:
+        """``name(param=value, ...)`` with the config's values."""
+        values = ", ".join(f"{f.name}={getattr(self.config, f.name)}" for f in dataclasses.fields(self.config))
+        return f"{self.name}({values})"
+
+
+_REGISTRY: dict[str, type[Attack]] = {}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: add an attack to the registry (a duplicate name is refused)."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"attack {cls.name!r} is registered twice")
+    if cls.modality not in MODALITIES:
+        raise ValueError(f"attack {cls.name!r} has unknown modality {cls.modality!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_attacks(modality: str | None = None) -> list[str]:
+    """Registered attack names (optionally of one modality), sorted."""
+    _load_builtin()
+    return sorted(n for n, c in _REGISTRY.items() if modality is None or c.modality == modality)
+
+
+def attack_class(name: str) -> type[Attack]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise RobustMMError(f"Unknown attack {name!r}: choose from {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def get_attack(name: str, **params) -> Attack:
+    """Build a registered attack from keyword parameters (strings such as ``"8/255"`` accepted)."""
+    return attack_class(name)(**params)
+
+
+def parse_number(text: str | int | float, what: str = "value") -> float:
+    """``"8/255"``, ``"0.03"``, ``"1e-2"`` or a number -> float; anything else is a RobustMMError.
+
+    Only plain decimals and fractions are accepted (no ``eval``).
+    """
+    if isinstance(text, bool):
+        raise RobustMMError(f"{what} must be a number, not {text!r}.")
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(fractions.Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise RobustMMError(f"{what} must be a number or a fraction such as 8/255, not {text!r}.") from None
+
+
+def _coerce(value: Any, kind: Any, what: str) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if kind_name.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise RobustMMError(f"{what} must be true or false, not {value!r}.")
+    if kind_name.startswith("int"):
+        number = parse_number(value, what)
+        if number != int(number):
+            raise RobustMMError(f"{what} must be a whole number, not {value!r}.")
+        return int(number)
+    if kind_name.startswith("float"):
+        return parse_number(value, what)
+    if kind_name.startswith("str"):
+        return str(value)
+    if kind_name.startswith("tuple"):
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split("+") if v]
+        return tuple(str(v) for v in items)
+    return value
+
+
+def make_config(config_cls: type, params: dict[str, Any], attack_name: str):
+    """Build ``config_cls`` from loosely typed params, refusing unknown names with one sentence."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise RobustMMError(f"Attack {attack_name!r} has no parameter {unknown[0]!r}; it takes {', '.join(fields)}.")
+    values = {k: _coerce(v, fields[k].type, f"{attack_name} parameter {k}") for k, v in params.items()}
+    try:
+        return config_cls(**values)
+    except TypeError as err:
+        raise RobustMMError(f"Attack {attack_name!r} got invalid parameters ({err}).") from err
+
+
+def parse_attack_spec(spec: str) -> Attack:
+    """``"pgd-linf:eps=8/255,steps=10"`` -> attack instance (name, then comma-separated key=value)."""
+    name, _, rest = spec.strip().partition(":")
+    params: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RobustMMError(f"Attack parameter {item!r} in {spec!r} is not of the form key=value.")
+        params[key.strip()] = value.strip()
+    return get_attack(name.strip(), **params)
+
+
+def _load_builtin() -> None:
+    """Import the modules that register the built-in attacks (lazily: they import torchattacks etc. only when run)."""
+    import importlib
+
+    for module in ("image", "embedding", "text", "joint"):
+        try:
+            importlib.import_module(f"robustmm.attacks.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"robustmm.attacks.{module}":
+                raise

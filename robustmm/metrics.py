@@ -1,0 +1,216 @@
+"""Pure metric functions: the official VQA accuracy, accuracy, robust accuracy, attack
+success rate, drops, bootstrap confidence intervals and McNemar's paired test.
+
+Nothing here touches files or models; the runner and the reporter call these on records.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable, Sequence
+
+# ---------------------------------------------------------------------------
+# Official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py)
+# ---------------------------------------------------------------------------
+
+# The official contraction table, entry for entry (curly and straight quotes as there).
+_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn’t’ve", "couldnt’ve": "couldn’t’ve", "didnt": "didn’t", "doesnt": "doesn’t",
+    "dont": "don’t", "hadnt": "hadn’t", "hadnt’ve": "hadn’t’ve", "hadn'tve": "hadn’t’ve", "hasnt": "hasn’t",
+    "havent": "haven’t", "hed": "he’d", "hed’ve": "he’d’ve", "he’dve": "he’d’ve", "hes": "he’s",
+    "howd": "how’d", "howll": "how’ll", "hows": "how’s", "Id’ve": "I’d’ve", "I’dve": "I’d’ve", "Im": "I’m",
+    "Ive": "I’ve", "isnt": "isn’t", "itd": "it’d", "itd’ve": "it’d’ve", "it’dve": "it’d’ve", "itll": "it’ll",
+    "let’s": "let’s", "maam": "ma’am", "mightnt": "mightn’t", "mightnt’ve": "mightn’t’ve",
+    "mightn’tve": "mightn’t’ve", "mightve": "might’ve", "mustnt": "mustn’t", "mustve": "must’ve",
+    "neednt": "needn’t", "notve": "not’ve", "oclock": "o’clock", "oughtnt": "oughtn’t",
+    "ow’s’at": "’ow’s’at", "’ows’at": "’ow’s’at", "’ow’sat": "’ow’s’at", "shant": "shan’t",
+    "shed’ve": "she’d’ve", "she’dve": "she’d’ve", "she’s": "she’s", "shouldve": "should’ve",
+    "shouldnt": "shouldn’t", "shouldnt’ve": "shouldn’t’ve", "shouldn’tve": "shouldn’t’ve",
+    "somebody’d": "somebodyd", "somebodyd’ve": "somebody’d’ve", "somebody’dve": "somebody’d’ve",
+    "somebodyll": "somebody’ll", "somebodys": "somebody’s", "someoned": "someone’d",
+    "someoned’ve": "someone’d’ve", "someone’dve": "someone’d’ve", "someonell": "someone’ll",
+    "someones": "someone’s", "somethingd": "something’d", "somethingd’ve": "something’d’ve",
+    "something’dve": "something’d’ve", "somethingll": "something’ll", "thats": "that’s",
+    "thered": "there’d", "thered’ve": "there’d’ve", "there’dve": "there’d’ve", "therere": "there’re",
+    "theres": "there’s", "theyd": "they’d", "theyd’ve": "they’d’ve", "they’dve": "they’d’ve",
+    "theyll": "they’ll", "theyre": "they’re", "theyve": "they’ve", "twas": "’twas", "wasnt": "wasn’t",
+    "wed’ve": "we’d’ve", "we’dve": "we’d’ve", "weve": "we've", "werent": "weren’t", "whatll": "what’ll",
+    "whatre": "what’re", "whats": "what’s", "whatve": "what’ve", "whens": "when’s", "whered": "where’d",
+    "wheres": "where's", "whereve": "where’ve", "whod": "who’d", "whod’ve": "who’d’ve",
+    "who’dve": "who’d’ve", "wholl": "who’ll", "whos": "who’s", "whove": "who've", "whyll": "why’ll",
+    "whyre": "why’re", "whys": "why’s", "wont": "won’t", "wouldve": "would’ve", "wouldnt": "wouldn’t",
+    "wouldnt’ve": "wouldn’t’ve", "wouldn’tve": "wouldn’t’ve", "yall": "y’all", "yall’ll": "y’all’ll",
+    "y’allll": "y’all’ll", "yall’d’ve": "y’all’d’ve", "y’alld’ve": "y’all’d’ve", "y’all’dve": "y’all’d’ve",
+    "youd": "you’d", "youd’ve": "you’d’ve", "you’dve": "you’d’ve", "youll": "you’ll", "youre": "you’re",
+    "youve": "you’ve",
+}
+_NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+_ARTICLES = ("a", "an", "the")
+# Official pattern, bug included: "(?!<=\d)" is a negative *lookahead* for the text "<=d",
+# not a lookbehind, so a period is stripped unless a digit follows it.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
+# The official ``punct`` list, in its order (no ":" and no "'": "10:30" and "can't" keep them).
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+
+
+def _process_punctuation(text: str) -> str:
+    """Official ``processPunctuation``: each mark is deleted if it touches a space in the
+    *original* text (or the text has a digit,digit comma anywhere), else replaced by a space;
+    then periods not followed by a digit are removed, at most 32 of them (the official code
+    passes ``re.UNICODE`` == 32 as the ``count`` argument of ``re.sub``)."""
+    out = text
+    has_digit_comma = _COMMA_STRIP.search(text) is not None
+    for mark in _PUNCTUATION:
+        if (mark + " " in text or " " + mark in text) or has_digit_comma:
+            out = out.replace(mark, "")
+        else:
+            out = out.replace(mark, " ")
+    return _PERIOD_STRIP.sub("", out, count=int(re.UNICODE))
+
+
+def _process_digit_article(text: str) -> str:
+    """Official ``processDigitArticle``: lower-case, number words -> digits, drop articles,
+    expand the contraction table, re-join on single spaces."""
+    words = [_NUMBER_WORDS.get(word, word) for word in text.lower().split()]
+    words = [word for word in words if word not in _ARTICLES]
+    return " ".join(_CONTRACTIONS.get(word, word) for word in words)
+
+
+def normalize_answer(text: str) -> str:
+    """The official normalisation applied to a *predicted* answer (always)."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return _process_digit_article(_process_punctuation(text))
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """Official VQA accuracy of one predicted answer against the human answers, in [0, 1].
+
+    Equal to GT-Vision-Lab/VQA ``vqaEval.py`` (``VQAEval.evaluate``) on every input, quirks included:
+
+    - The prediction is always normalised: newlines/tabs -> spaces, strip, punctuation
+      handling, lower-case, number words -> digits, articles dropped, contractions expanded.
+    - The human answers are *not* stripped, lower-cased or digit/article-normalised; only when
+      they are not all identical do they get the punctuation step (and nothing else). So with
+      ten identical answers "Two", the prediction "two" (normalised to "2") scores 0.
+    - The score is the mean over the leave-one-out subsets (one per human answer) of
+      ``min(1, #matches among the other answers / 3)``; with 10 answers, a prediction that
+      matches m of them scores 0.0, 0.3, 0.6, 0.9 for m = 0..3 and 1.0 for m >= 4.
+    - The punctuation step keeps the official ``re.UNICODE``-as-count bug (at most 32 periods
+      removed) and the broken period look-behind.
+    """
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    predicted = normalize_answer(prediction)
+    humans = list(answers)
+    if len(set(humans)) > 1:
+        humans = [_process_punctuation(answer) for answer in humans]
+    total = 0.0
+    for left_out in range(len(humans)):
+        matches = sum(1 for j, answer in enumerate(humans) if j != left_out and answer == predicted)
+        total += min(1.0, matches / 3.0)
+    return total / len(humans)
+
+
+def exact_match(prediction: str, label: str) -> float:
+    """1.0 when the prediction equals the label after strip/lower-case, else 0.0 (SNLI-VE accuracy)."""
+    return float(prediction.strip().lower() == label.strip().lower())
+
+
+def answer_score(prediction: str, answers: Sequence[str], task: str) -> float:
+    """Per-example score in [0, 1].
+
+    - VQA with several human answers (VQA v2 has 10): the official ``vqa_accuracy``.
+    - VQA with a single gold answer (easy-VQA): the official leave-one-out rule would score
+      every prediction 0, so the score is exact match after the official normalisation of
+      both strings.
+    - Visual entailment: exact match of the label.
+    """
+    if str(getattr(task, "value", task)) == "vqa":
+        if len(answers) >= 2:
+            return vqa_accuracy(prediction, answers)
+        return float(normalize_answer(prediction) == normalize_answer(answers[0]))
+    return exact_match(prediction, answers[0])
+
+
+# ---------------------------------------------------------------------------
+# Robustness building blocks (over per-example scores in [0, 1])
+# ---------------------------------------------------------------------------
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean; NaN for an empty sequence."""
+    return sum(values) / len(values) if len(values) else float("nan")
+
+
+def robust_accuracy(adversarial_scores: Sequence[float]) -> float:
+    """Mean score on the adversarial inputs (examples the attack skipped keep their clean score)."""
+    return mean(adversarial_scores)
+
+
+def attack_success_rate(clean_correct: Sequence[bool], adversarial_correct: Sequence[bool]) -> float:
+    """Share of the examples the model got right clean that the attack made it get wrong; NaN if none right."""
+    flipped = [not adv for clean, adv in zip(clean_correct, adversarial_correct, strict=True) if clean]
+    return mean([float(f) for f in flipped])
+
+
+def absolute_drop(clean: float, robust: float) -> float:
+    """Clean minus robust accuracy (same scale as the inputs)."""
+    return clean - robust
+
+
+def relative_drop(clean: float, robust: float) -> float:
+    """(clean - robust) / clean; NaN when clean accuracy is 0."""
+    return (clean - robust) / clean if clean else float("nan")
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    statistic: Callable[[Sequence[float]], float] = mean,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``statistic(values)``; (nan, nan) if empty."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, data.size, size=(n_resamples, data.size))
+    if statistic is mean:
+        stats = data[idx].mean(axis=1)
+    else:
+        stats = np.array([statistic(data[row]) for row in idx])
+    alpha = (1.0 - confidence) / 2.0
+    return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
+
+
+def paired_bootstrap_ci(
+    a: Sequence[float], b: Sequence[float], n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap CI of mean(a) - mean(b) resampling the *same* examples for both (paired)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    return bootstrap_ci(diffs, mean, n_resamples, confidence, seed)
+
+
+def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
+    """Exact (binomial) McNemar test for paired correctness of two models on the same examples.
+
+    Returns ``{"a_only": n10, "b_only": n01, "p_value": p}``: n10 examples only model A got
+    right, n01 only B; p is the two-sided exact binomial p-value of n10 vs n01 (1.0 if both 0).
+    """
+    a_only = sum(1 for x, y in zip(a_correct, b_correct, strict=True) if x and not y)
+    b_only = sum(1 for x, y in zip(a_correct, b_correct, strict=True) if y and not x)
+    n = a_only + b_only
+    if n == 0:
+        return {"a_only": 0, "b_only": 0, "p_value": 1.0}
+    k = min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2.0 * tail)}

@@ -1,0 +1,338 @@
+"""The built-in generative vision-language model: a small unified encoder-decoder in OFA's spirit.
+
+Image: a 4-stage convolutional stem turns a (3, 64, 64) image (pixels in [0, 1],
+normalised inside with OFA's mean = std = 0.5) into a 4 x 4 grid of D-dim patch
+embeddings. Text: WordPiece tokens -> frozen MiniLM embeddings (384) -> trainable
+projection to D. Image and text tokens, with position and type embeddings, enter one
+pre-LayerNorm transformer encoder; a transformer decoder generates the answer text
+token by token (tied to the same frozen word table through a projection).
+
+Tasks in the OFA style: VQA as ``question -> answer``; visual entailment as
+``does the image describe " <hypothesis> "? -> yes / maybe / no``.
+
+Candidate scoring follows OFA's constrained all-candidate inference: the log-likelihood
+of each candidate's token sequence (plus [SEP]), where at each step the softmax runs
+over the tokens the candidate trie allows after the prefix (OFA's ``constraint_trie``).
+Scores over the candidates are therefore a proper log-distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustmm.models.base import Embeddings, ModelInfo, VLModel
+from robustmm.models.prompts import PromptModule, Prompts
+from robustmm.types import Task
+
+VE_VERBALISER = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
+VE_TEMPLATE = 'does the image describe " {} "?'
+
+
+@dataclass(frozen=True)
+class UnifiedConfig:
+    dim: int = 128
+    heads: int = 4
+    encoder_layers: int = 3
+    decoder_layers: int = 2
+    ffn_mult: int = 4
+    image_size: int = 64
+    stem_channels: tuple[int, ...] = (32, 64, 96)
+    max_text_len: int = 48
+    max_answer_len: int = 8
+    lexicon_dim: int = 384
+    vocab_size: int = 30522
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UnifiedConfig":
+        data = dict(data)
+        data["stem_channels"] = tuple(data.get("stem_channels", cls.stem_channels))
+        return cls(**data)
+
+    @property
+    def image_tokens(self) -> int:
+        side = self.image_size // 2 ** (len(self.stem_channels) + 1)
+        return side * side
+
+
+class Attention(nn.Module):
+    """Multi-head attention with optional prefix key/values (P, D) prepended to the keys."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+
+    def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k(context), self.v(context)
+
+    def forward(self, x, mask, context=None, kv=None, prefix=None) -> torch.Tensor:
+        """x (B, N, D); mask bool (B or 1, 1, N, [P+]M), True = may attend; kv precomputed (B, M, D) pair."""
+        b, n, d = x.shape
+        k, v = kv if kv is not None else self.kv(x if context is None else context)
+        if prefix is not None:
+            pk, pv = prefix
+            k = torch.cat([pk.unsqueeze(0).expand(b, -1, -1), k], dim=1)
+            v = torch.cat([pv.unsqueeze(0).expand(b, -1, -1), v], dim=1)
+        h = self.heads
+        q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
+        k = k.view(b, -1, h, d // h).transpose(1, 2)
+        v = v.view(b, -1, h, d // h).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o(out.transpose(1, 2).reshape(b, n, d))
+
+
+def _ffn(dim: int, mult: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim * mult), nn.GELU(), nn.Linear(dim * mult, dim))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, mult: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn, self.ffn = Attention(dim, heads), _ffn(dim, mult)
+
+    def forward(self, x, mask, prefix=None):
+        x = x + self.attn(self.norm1(x), mask, prefix=prefix)
+        return x + self.ffn(self.norm2(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, mult: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn, self.cross_attn, self.ffn = Attention(dim, heads), Attention(dim, heads), _ffn(dim, mult)
+
+    def forward(self, x, self_mask, memory_kv, memory_mask, prefix=None):
+        x = x + self.self_attn(self.norm1(x), self_mask, prefix=prefix)
+        x = x + self.cross_attn(self.norm2(x), memory_mask, kv=memory_kv)
+        return x + self.ffn(self.norm3(x))
+
+
+class UnifiedBackbone(nn.Module):
+    """The transformer itself (no tokenizer, no task): embeddings, encoder, decoder, output head.
+
+    ``lexicon`` (V, 384) is the frozen pretrained word table; it is a non-persistent buffer
+    (never saved in checkpoints) set by :func:`robustmm.models.lexicon.load_lexicon`.
+    """
+
+    def __init__(self, config: UnifiedConfig, lexicon: torch.Tensor) -> None:
+        super().__init__()
+        c = self.config = config
+        layers, channels = [], (3, *c.stem_channels, c.dim)
+        for i in range(len(channels) - 1):
+            layers += [nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1)]
+            if i < len(channels) - 2:
+                layers += [nn.GroupNorm(8, channels[i + 1]), nn.GELU()]
+        self.stem = nn.Sequential(*layers)
+        self.image_pos = nn.Parameter(torch.randn(1, c.image_tokens, c.dim) * 0.02)
+        self.text_proj = nn.Linear(c.lexicon_dim, c.dim)
+        self.text_pos = nn.Embedding(c.max_text_len, c.dim)
+        self.type_embed = nn.Embedding(2, c.dim)
+        self.encoder = nn.ModuleList(EncoderLayer(c.dim, c.heads, c.ffn_mult) for _ in range(c.encoder_layers))
+        self.encoder_norm = nn.LayerNorm(c.dim)
+        self.answer_pos = nn.Embedding(c.max_answer_len + 1, c.dim)
+        self.decoder = nn.ModuleList(DecoderLayer(c.dim, c.heads, c.ffn_mult) for _ in range(c.decoder_layers))
+        self.decoder_norm = nn.LayerNorm(c.dim)
+        self.out_proj = nn.Linear(c.dim, c.lexicon_dim)
+        self.out_bias = nn.Parameter(torch.zeros(c.vocab_size))
+        self.register_buffer("lexicon", lexicon, persistent=False)
+        self.lexicon.requires_grad_(False)
+
+    # -- embeddings -------------------------------------------------------
+    def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> (B, N_img, D) patch embeddings (before positions)."""
+        x = self.stem((pixels - 0.5) / 0.5)
+        return x.flatten(2).transpose(1, 2)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, D) token embeddings (before positions)."""
+        return self.text_proj(self.lexicon[ids])
+
+    # -- encoder ----------------------------------------------------------
+    def encode(self, image: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, prompts: Prompts | None):
+        """Encoder over [prompt?; image; text] -> memory (B, N, D) and its key mask (B, N) bool."""
+        b = image.shape[0]
+        image = image + self.image_pos + self.type_embed.weight[0]
+        positions = torch.arange(text.shape[1], device=text.device)
+        text = text + self.text_pos(positions) + self.type_embed.weight[1]
+        parts, masks = [image, text], [torch.ones(b, image.shape[1], dtype=torch.bool, device=image.device), text_mask]
+        if prompts is not None and prompts.encoder_input is not None:
+            p = prompts.encoder_input.unsqueeze(0).expand(b, -1, -1)
+            parts.insert(0, p)
+            masks.insert(0, torch.ones(b, p.shape[1], dtype=torch.bool, device=image.device))
+        x, keys = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        prefixes = prompts.encoder_prefix if prompts is not None else None
+        mask = self._with_prefix(keys[:, None, None, :], prefixes)
+        for i, layer in enumerate(self.encoder):
+            x = layer(x, mask, prefix=prefixes[i] if prefixes else None)
+        return self.encoder_norm(x), keys
+
+    @staticmethod
+    def _with_prefix(mask: torch.Tensor, prefixes) -> torch.Tensor:
+        if not prefixes:
+            return mask
+        length = prefixes[0][0].shape[0]
+        ones = torch.ones(*mask.shape[:-1], length, dtype=torch.bool, device=mask.device)
+        return torch.cat([ones, mask], dim=-1)
+
+    # -- decoder ----------------------------------------------------------
+    def decode(self, memory, memory_keys, inputs: torch.Tensor, prompts: Prompts | None, repeat: int = 1) -> torch.Tensor:
+        """Decoder hidden states (B*repeat, T, D) for input ids (B*repeat, T).
+
+        Memory (B, N, D) is shared by ``repeat`` consecutive decoder rows (one per candidate).
+        """
+        rows, t = inputs.shape
+        x = self.embed_tokens(inputs) + self.answer_pos(torch.arange(t, device=inputs.device))
+        causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()
+        if prompts is not None and prompts.decoder_input is not None:
+            p = prompts.decoder_input.shape[0]
+            x = torch.cat([prompts.decoder_input.unsqueeze(0).expand(rows, -1, -1), x], dim=1)
+            full = torch.ones(p + t, p + t, dtype=torch.bool, device=inputs.device)
+            full[:p, p:] = False
+            full[p:, p:] = causal
+            causal = full
+        prefixes = prompts.decoder_prefix if prompts is not None else None
+        self_mask = self._with_prefix(causal[None, None], prefixes)
+        memory_mask = memory_keys[:, None, None, :].repeat_interleave(repeat, dim=0)
+        for i, layer in enumerate(self.decoder):
+            k, v = layer.cross_attn.kv(memory)
+            kv = (k.repeat_interleave(repeat, dim=0), v.repeat_interleave(repeat, dim=0))
+            x = layer(x, self_mask, kv, memory_mask, prefix=prefixes[i] if prefixes else None)
+        x = self.decoder_norm(x)
+        return x[:, -t:]
+
+    def token_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Output logits (..., V) over the whole vocabulary, or (..., K) over ``token_ids`` (K,)."""
+        h = self.out_proj(hidden)
+        if token_ids is None:
+            return h @ self.lexicon.T + self.out_bias
+        return h @ self.lexicon[token_ids].T + self.out_bias[token_ids]
+
+
+@dataclass
+class CandidateTrie:
+    """Teacher-forcing tensors for constrained scoring of C candidates (OFA's constraint trie).
+
+    ``inputs`` (C, L): [CLS] + candidate tokens; ``targets`` (C, L): indices into ``vocab``
+    of the next token ([SEP] after the last); ``allowed`` (C, L, K) bool: tokens the trie
+    allows after each prefix; ``valid`` (C, L): positions inside the candidate.
+    """
+
+    vocab: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    allowed: torch.Tensor
+    valid: torch.Tensor
+
+    @classmethod
+    def build(cls, token_lists: Sequence[Sequence[int]], bos: int, eos: int, pad: int) -> "CandidateTrie":
+        sequences = [list(tokens) + [eos] for tokens in token_lists]
+        vocab = sorted({t for seq in sequences for t in seq})
+        where = {t: i for i, t in enumerate(vocab)}
+        length = max(len(s) for s in sequences)
+        c = len(sequences)
+        inputs = torch.full((c, length), pad, dtype=torch.long)
+        targets = torch.zeros((c, length), dtype=torch.long)
+        allowed = torch.zeros((c, length, len(vocab)), dtype=torch.bool)
+        valid = torch.zeros((c, length), dtype=torch.bool)
+        for i, seq in enumerate(sequences):
+            inputs[i, : len(seq)] = torch.tensor([bos] + seq[:-1])
+            for j, token in enumerate(seq):
+                targets[i, j], valid[i, j] = where[token], True
+                for other in sequences:
+                    if len(other) > j and other[:j] == seq[:j]:
+                        allowed[i, j, where[other[j]]] = True
+        return cls(torch.tensor(vocab), inputs, targets, allowed, valid)
+
+    def to(self, device) -> "CandidateTrie":
+        return CandidateTrie(*(t.to(device) for t in (self.vocab, self.inputs, self.targets, self.allowed, self.valid)))
+
+
+class UnifiedVLM(VLModel):
+    """The built-in model for one task: backbone (+ optional prompts), tokenizer, candidates."""
+
+    family = "unified"
+
+    def __init__(self, backbone: UnifiedBackbone, tokenizer, task: Task, candidates: Sequence[str],
+                 prompts: PromptModule | None = None, info: ModelInfo | None = None) -> None:
+        super().__init__()
+        self.backbone, self.tokenizer, self.task = backbone, tokenizer, Task(task)
+        self.prompts = prompts
+        self.candidates = tuple(candidates)
+        self.image_size = backbone.config.image_size
+        answer_texts = [VE_VERBALISER.get(c, c) if self.task is Task.VE else c for c in self.candidates]
+        tokens = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answer_texts]
+        self._trie = CandidateTrie.build(tokens, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+        self.info = info or ModelInfo("unified", "unified", "base", self.task, "", 0, 0)
+
+    def _trie_on(self, device) -> CandidateTrie:
+        if self._trie.vocab.device != device:
+            self._trie = self._trie.to(device)
+        return self._trie
+
+    def template(self, text: str) -> str:
+        return VE_TEMPLATE.format(text) if self.task is Task.VE else text
+
+    def encode_texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and mask (B, T) of the templated texts ([CLS] ... [SEP], truncated to max_text_len)."""
+        batch = self.tokenizer(
+            [self.template(t) for t in texts], padding=True, truncation=True,
+            max_length=self.backbone.config.max_text_len, return_tensors="pt",
+        )
+        device = self.device
+        return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].bool().to(device)}
+
+    def embed(self, pixels: torch.Tensor, text_inputs: dict[str, torch.Tensor]) -> Embeddings:
+        return Embeddings(
+            image=self.backbone.embed_image(pixels),
+            text=self.backbone.embed_tokens(text_inputs["input_ids"]),
+            context={"attention_mask": text_inputs["attention_mask"]},
+        )
+
+    def _prompts(self) -> Prompts | None:
+        return self.prompts() if self.prompts is not None else None
+
+    def scores_from_embeddings(self, embeddings: Embeddings) -> torch.Tensor:
+        """Constrained log-likelihood of every candidate, (B, C)."""
+        prompts = self._prompts()
+        memory, keys = self.backbone.encode(embeddings.image, embeddings.text, embeddings.context["attention_mask"], prompts)
+        trie = self._trie_on(memory.device)
+        b, (c, length) = memory.shape[0], trie.inputs.shape
+        inputs = trie.inputs.repeat(b, 1)  # (B*C, L)
+        hidden = self.backbone.decode(memory, keys, inputs, prompts, repeat=c)
+        logits = self.backbone.token_logits(hidden, trie.vocab).view(b, c, length, -1)
+        logits = logits.masked_fill(~trie.allowed, float("-inf"))
+        logp = logits.log_softmax(dim=-1).gather(-1, trie.targets[None, :, :, None].expand(b, -1, -1, 1)).squeeze(-1)
+        return logp.masked_fill(~trie.valid, 0.0).sum(dim=-1)
+
+    @torch.no_grad()
+    def generate(self, pixels: torch.Tensor, texts: Sequence[str], max_tokens: int | None = None) -> list[str]:
+        """Free greedy decoding over the whole vocabulary (no candidate constraint)."""
+        prompts = self._prompts()
+        emb = self.embed(pixels, self.encode_texts(texts))
+        memory, keys = self.backbone.encode(emb.image, emb.text, emb.context["attention_mask"], prompts)
+        b = memory.shape[0]
+        ids = torch.full((b, 1), self.tokenizer.cls_token_id, dtype=torch.long, device=memory.device)
+        done = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        for _ in range(max_tokens or self.backbone.config.max_answer_len):
+            hidden = self.backbone.decode(memory, keys, ids, prompts)
+            nxt = self.backbone.token_logits(hidden[:, -1]).argmax(-1)
+            nxt = nxt.masked_fill(done, self.tokenizer.pad_token_id)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            done |= nxt == self.tokenizer.sep_token_id
+            if bool(done.all()):
+                break
+        return [self.tokenizer.decode(row[1:], skip_special_tokens=True).replace(" ##", "") for row in ids.tolist()]
+
+    def unknown_words(self, words: Sequence[str]) -> list[bool]:
+        unk = self.tokenizer.unk_token_id
+        return [unk in self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
