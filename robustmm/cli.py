@@ -1,8 +1,15 @@
-"""The ``robustmm`` command line (typer). Errors a user can cause exit with code 2 and one sentence."""
+"""The ``robustmm`` command line (typer).
+
+Errors a user can cause print one sentence and exit with code 2 (no traceback, no
+half-written report); Ctrl-C keeps every record written so far (rerun to resume).
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -11,8 +18,10 @@ from rich.table import Table
 from robustmm.errors import RobustMMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Robustness of prompt-tuned vs finetuned vision-language models.")
+tune_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make checkpoints: pretrain a base, finetune, prompt-tune.")
+app.add_typer(tune_app, name="tune")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -20,17 +29,192 @@ def root() -> None:
     """Robustness of prompt-tuned vs finetuned vision-language models."""
 
 
+def _split_list(values: Optional[List[str]]) -> tuple[str, ...]:
+    """Repeated and/or comma-separated option values -> tuple (``--eps 1/255,2/255``)."""
+    out: list[str] = []
+    for value in values or []:
+        out += [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(out)
+
+
+class _RichProgress:
+    """Progress bars per member x attack for one dataset (the runner's progress callback)."""
+
+    def __init__(self, dataset, pair, attacks) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total = len(dataset)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=console, transient=False)
+        self.tasks = {}
+        for member in pair.members():
+            for attack in attacks:
+                self.tasks[(member, attack.describe())] = self.progress.add_task(
+                    f"{dataset.name} · {member:8s} · {attack.describe()[:60]}", total=self.total)
+        self.progress.start()
+
+    def __call__(self, member: str, attack_key: str, n: int) -> None:
+        task = self.tasks.get((member, attack_key))
+        if task is not None:
+            self.progress.advance(task, n)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _summary_table(summary) -> Table:
+    table = Table(title="clean → robust accuracy (%)")
+    for column in ("dataset", "attack", "eps", "prompt-tuned", "finetuned", "drop diff (pts)", "significant"):
+        table.add_column(column)
+    for c in summary.comparisons:
+        eps = "–" if c.eps is None else (f"{c.eps * 255:g}/255" if c.modality in ("image", "joint") else f"{c.eps:g}")
+        table.add_row(c.dataset, c.attack, eps,
+                      f"{100 * c.prompt.clean_accuracy:.1f} → {100 * c.prompt.robust_accuracy:.1f}",
+                      f"{100 * c.finetune.clean_accuracy:.1f} → {100 * c.finetune.robust_accuracy:.1f}",
+                      f"{100 * c.drop_difference:+.1f}", "yes" if c.significant else "no")
+    return table
+
+
+@app.command("attack")
+def attack_command(
+    pair: str = typer.Option("default", help="Built-in pair name (used unless --prompt-tuned/--finetuned are given)."),
+    prompt_tuned: Optional[Path] = typer.Option(None, "--prompt-tuned", help="Prompt-tuned checkpoint folder."),
+    finetuned: Optional[Path] = typer.Option(None, "--finetuned", help="Finetuned checkpoint folder."),
+    dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="Dataset name or folder (repeatable). Default: easy-vqa and easy-ve."),
+    split: str = typer.Option("test", help="Dataset split."),
+    limit: int = typer.Option(100, help="Examples per dataset (a seeded sample)."),
+    attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack name or spec, e.g. 'pgd-linf:eps=8/255,steps=20' (repeatable)."),
+    preset: Optional[List[str]] = typer.Option(None, "--preset", "-p", help="Preset name in attacks/ or a TOML file (repeatable). Default: attacks/default.toml."),
+    eps: Optional[List[str]] = typer.Option(None, "--eps", help="Pixel-attack ε list on the [0,1] scale, e.g. '1/255,2/255,4/255,8/255'."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, help="Seed for example sampling and attack randomness."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Examples per attack batch."),
+    out: Path = typer.Option(Path("reports"), help="Folder that holds run folders."),
+    name: Optional[str] = typer.Option(None, help="Run folder name (default: 'default' for the default suite, else run-<hash>)."),
+    resume: bool = typer.Option(True, help="Keep records already in the run folder (a plain rerun resumes too)."),
+) -> None:
+    """Attack both models of a pair on the same examples and write a markdown report."""
+    from robustmm.experiment import RunSpec, run_experiment, run_folder_name
+
+    spec = RunSpec(
+        pair=pair, prompt_tuned=str(prompt_tuned) if prompt_tuned else None, finetuned=str(finetuned) if finetuned else None,
+        datasets=_split_list(dataset) or RunSpec.datasets, split=split, limit=limit, attacks=tuple(attack or ()),
+        presets=_split_list(preset), eps=_split_list(eps), seed=seed, batch_size=batch_size, device=device,
+    )
+    if not resume:
+        run_dir = out / run_folder_name(spec, name)
+        if (run_dir / "records.jsonl").exists():
+            raise RobustMMError(f"Run folder {run_dir} already holds records; remove it or choose another --name to start afresh.")
+    command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report, summary = run_experiment(spec, out, name, command, progress_factory=_RichProgress)
+    console.print(_summary_table(summary))
+    for task, ds in summary.datasets():
+        console.print(f"[bold]{ds}[/]: {summary.task_verdict(task, ds)}", highlight=False)
+    console.print(f"report: {report}")
+
+
+@app.command("report")
+def report_command(run_dir: Path = typer.Argument(..., help="A run folder (holds records.jsonl).")) -> None:
+    """Re-render a run's report from its stored records."""
+    from robustmm.experiment import rerender
+
+    console.print(f"report: {rerender(run_dir)}")
+
+
 @app.command("list")
 def list_command() -> None:
-    """Show the datasets (and, as they land, attacks, presets and pairs) robustmm knows."""
+    """Show the attacks, presets, datasets and model pairs robustmm knows."""
+    from robustmm.attacks import attack_class, list_attacks
     from robustmm.data import list_datasets
+    from robustmm.paths import repo_root
 
+    table = Table(title="attacks")
+    for column in ("name", "modality", "what it does"):
+        table.add_column(column)
+    for attack_name in list_attacks():
+        cls = attack_class(attack_name)
+        table.add_row(attack_name, cls.modality, (cls.__doc__ or "").strip().splitlines()[0])
+    console.print(table)
+    table = Table(title="presets (attacks/)")
+    table.add_column("name")
+    table.add_column("file")
+    for path in sorted((repo_root() / "attacks").glob("*.toml")):
+        table.add_row(path.stem, str(path))
+    console.print(table)
     table = Table(title="datasets")
     table.add_column("name")
     table.add_column("description")
-    for name, description in list_datasets().items():
-        table.add_row(name, description)
+    for dataset_name, description in list_datasets().items():
+        table.add_row(dataset_name, description)
     console.print(table)
+    table = Table(title="pairs")
+    for column in ("pair", "task", "members"):
+        table.add_column(column)
+    from robustmm.models.pair import DEFAULT_DATASETS, DEFAULT_PAIR_DIR
+
+    for task, dataset_name in DEFAULT_DATASETS.items():
+        folder = DEFAULT_PAIR_DIR / dataset_name
+        table.add_row("default", task.value, f"{folder / 'prompt'} , {folder / 'finetune'}" if folder.exists() else "(not built)")
+    console.print(table)
+
+
+@tune_app.command("recipe")
+def tune_recipe(
+    out: Path = typer.Option(Path("robustmm/checkpoints/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/."),
+    seed: int = typer.Option(0, help="Seed of the whole recipe."),
+) -> None:
+    """Make the default pair: pretrain a base, then finetune and prompt-tune it on easy-vqa and easy-ve."""
+    from robustmm.tuning import Recipe, make_pair
+
+    report = make_pair(Recipe(seed=seed), out)
+    for key, value in report["accuracy"].items():
+        console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
+                      f"({value['trainable_parameters']:,} trainable parameters)")
+    console.print(f"total {report['total_seconds'] / 60:.1f} min; details in {out / 'recipe.json'}")
+
+
+@tune_app.command("pretrain")
+def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to write."),
+                  epochs: float = typer.Option(6.0), lr: float = typer.Option(2e-3), seed: int = typer.Option(0)) -> None:
+    """Pretrain a base model on captioning and attribute infilling over easy-VQA train images."""
+    from dataclasses import replace
+
+    from robustmm.tuning import Recipe, pretrain
+
+    recipe = Recipe(seed=seed)
+    pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr)), out)
+
+
+@tune_app.command("finetune")
+def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
+                  out: Path = typer.Option(...), epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3),
+                  seed: int = typer.Option(0)) -> None:
+    """Finetune every parameter of a base model on a task."""
+    from robustmm.tuning import StageConfig, finetune
+
+    finetune(base, dataset, out, StageConfig(epochs=epochs, lr=lr), seed)
+
+
+@tune_app.command("prompt")
+def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
+                out: Path = typer.Option(...), style: str = typer.Option("prefix", help="prefix (every layer) or prompt (input only)."),
+                where: str = typer.Option("both", help="encoder, decoder or both."), length: int = typer.Option(16),
+                reparam: bool = typer.Option(False, help="MLP reparameterisation."), epochs: float = typer.Option(3.0),
+                lr: float = typer.Option(0.03), seed: int = typer.Option(0)) -> None:
+    """Train prompts only, on top of a frozen base model."""
+    from robustmm.models.prompts import PromptConfig
+    from robustmm.tuning import StageConfig, prompt_tune
+
+    prompt_tune(base, dataset, out, PromptConfig(style=style, where=where, length=length, reparam=reparam),
+                StageConfig(epochs=epochs, lr=lr, weight_decay=0.0), seed)
+
+
+@app.command("setup-text")
+def setup_text_command() -> None:
+    """Prepare the text attacks' offline data: copy WordNet, write the stop-word list, check MiniLM."""
+    from robustmm.text_resources import prepare_text_resources
+
+    console.print(f"text-attack resources ready in {prepare_text_resources()}")
 
 
 def main() -> None:
@@ -44,7 +228,7 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted; records written so far are kept.")
+        err_console.print("interrupted: every record written so far is kept; rerun the same command to resume.")
         sys.exit(130)
 
 

@@ -144,8 +144,9 @@ def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], 
 # ---------------------------------------------------------------------------
 
 
-def pretraining_examples(seed: int) -> tuple[list, list[str], list[str]]:
-    """(images, texts, targets) of the generic objectives over easy-VQA *train* images."""
+def pretraining_examples(limit: int | None = None, seed: int = 0) -> tuple[list, list[str], list[str]]:
+    """(images, texts, targets) of the generic objectives over easy-VQA *train* images
+    (at most ``limit`` of them, a seeded sample)."""
     facts = image_facts(easy_vqa.read_questions("train"))
     images, texts, targets = [], [], []
     for image_id in sorted(facts):
@@ -159,6 +160,9 @@ def pretraining_examples(seed: int) -> tuple[list, list[str], list[str]]:
             images.append(path)
             texts.append(text)
             targets.append(target)
+    if limit is not None and limit < len(images):
+        keep = sorted(random.Random(seed).sample(range(len(images)), limit))
+        images, texts, targets = ([seq[i] for i in keep] for seq in (images, texts, targets))
     return images, texts, targets
 
 
@@ -176,7 +180,7 @@ def pretrain(recipe: Recipe, out: Path) -> dict:
     table, _ = load_lexicon()
     backbone = UnifiedBackbone(recipe.model, table).train()
     tokenizer = load_tokenizer(vocab_file())
-    images, texts, targets = pretraining_examples(recipe.seed)
+    images, texts, targets = pretraining_examples(recipe.pretrain.limit, recipe.seed)
     cache = ImageCache(images, recipe.model.image_size)
     rows = cache.rows(images)
     enc = tokenizer(texts, padding=True, return_tensors="pt")

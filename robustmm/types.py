@@ -44,3 +44,67 @@ class Example:
         for answer in self.answers:
             counts[answer] = counts.get(answer, 0) + 1
         return max(counts, key=lambda a: (counts[a], -self.answers.index(a)))
+
+
+class Status(str, Enum):
+    """Outcome of attacking one example (TextAttack's result kinds)."""
+
+    SUCCEEDED = "succeeded"  # clean prediction right, adversarial prediction changed to a wrong one
+    FAILED = "failed"  # clean prediction right and still right after the attack
+    SKIPPED = "skipped"  # clean prediction already wrong: not attacked
+
+
+@dataclass(frozen=True)
+class AttackRecord:
+    """One row per (model, attack, eps, example); every report number is computed from these.
+
+    Scores are per-example answer scores in [0, 1] (official VQA accuracy or exact match).
+    Perturbation measures are None where they do not apply to the attack's modality.
+    """
+
+    run: str  # run name
+    task: str  # "vqa" / "ve"
+    dataset: str
+    member: str  # "prompt" or "finetune"
+    model: str  # model name
+    attack: str  # attack name, e.g. "pgd-linf"
+    attack_key: str  # attack name + full config, e.g. "pgd-linf(eps=0.0313, steps=10, ...)"
+    modality: str
+    eps: float | None
+    example_id: str
+    answers: tuple[str, ...]
+    text: str
+    adv_text: str
+    clean_prediction: str
+    adv_prediction: str
+    clean_score: float
+    adv_score: float
+    status: Status
+    linf: float | None = None
+    l2: float | None = None
+    words_changed: int | None = None
+    words_total: int | None = None
+    similarity: float | None = None
+    unknown_substitutions: int | None = None
+    queries: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        row = asdict(self)
+        row["status"] = self.status.value
+        row["answers"] = list(self.answers)
+        return row
+
+    @classmethod
+    def from_json(cls, row: dict) -> "AttackRecord":
+        row = dict(row)
+        row["status"] = Status(row["status"])
+        row["answers"] = tuple(row["answers"])
+        return cls(**row)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity of a record: (task+dataset, member, attack_key, example_id)."""
+        return (f"{self.task}/{self.dataset}", self.member, self.attack_key, self.example_id)

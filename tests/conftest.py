@@ -154,3 +154,65 @@ def write_snli_ve(root: Path, split: str = "test", rows=SNLI_VE_ROWS, image_dir:
 def snli_ve_dir(tmp_path) -> Path:
     """A folder holding a 5-pair SNLI-VE ``test`` split over 2 Flickr30k images."""
     return write_snli_ve(tmp_path / "snli_ve")
+
+
+# ---------------------------------------------------------------------------
+# Tiny built-in models (random weights, seconds to build) for attack and model tests
+# ---------------------------------------------------------------------------
+
+TINY_VQA_CANDIDATES = ("circle", "rectangle", "triangle", "red", "blue", "green", "teal", "yes", "no")
+
+
+def build_tiny_model(task: str = "vqa", seed: int = 0, prompts=None):
+    """A randomly initialised UnifiedVLM (dim 32, 1+1 layers) in eval mode, for fast tests."""
+    import torch
+
+    from robustmm.models.lexicon import load_lexicon, load_tokenizer, vocab_file
+    from robustmm.models.unified import UnifiedBackbone, UnifiedConfig, UnifiedVLM
+    from robustmm.types import VE_LABELS, Task
+
+    torch.manual_seed(seed)
+    table, _ = load_lexicon()
+    config = UnifiedConfig(dim=32, heads=2, encoder_layers=1, decoder_layers=1, stem_channels=(8, 16, 16))
+    backbone = UnifiedBackbone(config, table).eval()
+    candidates = TINY_VQA_CANDIDATES if task == "vqa" else VE_LABELS
+    model = UnifiedVLM(backbone, load_tokenizer(vocab_file()), Task(task), candidates, prompts).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture
+def tiny_vqa_model():
+    return build_tiny_model("vqa")
+
+
+@pytest.fixture
+def tiny_ve_model():
+    return build_tiny_model("ve")
+
+
+def _tiny_recipe_parts():
+    from robustmm.models.unified import UnifiedConfig
+    from robustmm.tuning import StageConfig
+
+    return (UnifiedConfig(dim=32, heads=2, encoder_layers=1, decoder_layers=1, stem_channels=(8, 16, 16)),
+            StageConfig(epochs=1, lr=1e-3, batch_size=16, limit=48))
+
+
+TINY, TINY_STAGE = _tiny_recipe_parts()
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_dir(tmp_path_factory) -> Path:
+    """A tiny recipe run on disk: base/, easy-vqa/{finetune,prompt}/ (a few training steps each)."""
+    from dataclasses import replace
+
+    from robustmm.models.prompts import PromptConfig
+    from robustmm.tuning import Recipe, finetune, pretrain, prompt_tune
+
+    out = tmp_path_factory.mktemp("tiny_pair")
+    pretrain(Recipe(model=TINY, pretrain=replace(TINY_STAGE, limit=64)), out / "base")
+    finetune(out / "base", "easy-vqa", out / "easy-vqa" / "finetune", TINY_STAGE)
+    prompt_tune(out / "base", "easy-vqa", out / "easy-vqa" / "prompt", PromptConfig(length=4), replace(TINY_STAGE, lr=0.03))
+    return out

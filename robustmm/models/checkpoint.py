@@ -57,14 +57,14 @@ def read_config(folder: Path) -> dict:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise RobustMMError(f"Checkpoint file {path} does not exist.")
     try:
         return load_file(str(path))
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise RobustMMError(f"Checkpoint file {path} is corrupt or not a safetensors file ({err}).") from err
 
 

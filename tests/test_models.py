@@ -1,0 +1,128 @@
+"""The built-in model, prompts, checkpoints, pair loading and the tuning recipe (tiny configs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustmm.errors import RobustMMError
+from robustmm.models.checkpoint import load_backbone, load_model
+from robustmm.models.pair import load_pair
+from robustmm.models.prompts import PromptConfig, PromptModule
+from robustmm.models.unified import CandidateTrie, UnifiedConfig
+from robustmm.tuning import Recipe, StageConfig, finetune, pretrain, prompt_tune
+
+from conftest import build_tiny_model
+
+from conftest import TINY, TINY_STAGE
+
+
+def test_candidate_scores_are_a_log_distribution(tiny_vqa_model):
+    pixels = torch.rand(3, 3, 64, 64)
+    scores = tiny_vqa_model.candidate_scores(pixels, ["what color is the shape?"] * 3)
+    assert scores.shape == (3, len(tiny_vqa_model.candidates))
+    # constrained (trie) scoring: probabilities over the closed answer set sum to one
+    assert torch.allclose(scores.exp().sum(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_trie_allows_only_continuations_of_candidates():
+    trie = CandidateTrie.build([[5, 6], [5, 7], [8]], bos=1, eos=2, pad=0)
+    vocab = trie.vocab.tolist()
+    # first step: tokens 5 and 8 allowed; after 5: 6 or 7; after [5, 6]: only eos
+    assert {vocab[k] for k in trie.allowed[0, 0].nonzero().flatten().tolist()} == {5, 8}
+    assert {vocab[k] for k in trie.allowed[0, 1].nonzero().flatten().tolist()} == {6, 7}
+    assert {vocab[k] for k in trie.allowed[0, 2].nonzero().flatten().tolist()} == {2}
+    assert trie.valid.tolist() == [[True, True, True], [True, True, True], [True, True, False]]
+
+
+def test_pixels_are_normalised_inside_and_gradients_flow(tiny_vqa_model):
+    pixels = torch.rand(2, 3, 64, 64, requires_grad=True)
+    targets = tiny_vqa_model.target_indices(["red", "yes"])
+    tiny_vqa_model.loss(pixels, ["what color is the shape?", "is there a circle?"], targets).backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("style", ["prefix", "prompt"])
+@pytest.mark.parametrize("where", ["encoder", "decoder", "both"])
+@pytest.mark.parametrize("reparam", [False, True])
+def test_prompt_variants_change_the_output(style, where, reparam):
+    config = PromptConfig(style=style, where=where, length=4, reparam=reparam, reparam_hidden=16)
+    prompts = PromptModule(config, 32, 1, 1)
+    with torch.no_grad():
+        for p in prompts.parameters():
+            p.normal_(0, 1.0)
+    plain = build_tiny_model("vqa")
+    prompted = build_tiny_model("vqa", prompts=prompts)
+    pixels = torch.rand(2, 3, 64, 64)
+    texts = ["what shape is present?", "is there a red shape?"]
+    assert not torch.allclose(plain.candidate_scores(pixels, texts), prompted.candidate_scores(pixels, texts))
+
+
+def test_bad_prompt_config():
+    with pytest.raises(RobustMMError, match="style"):
+        PromptConfig(style="lora")
+    with pytest.raises(RobustMMError, match="length"):
+        PromptConfig(length=0)
+
+
+def test_generate_returns_text(tiny_vqa_model):
+    out = tiny_vqa_model.generate(torch.rand(2, 3, 64, 64), ["what color is the shape?"] * 2, max_tokens=3)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+
+
+def test_prompt_tuning_changes_only_prompts_and_finetuning_changes_backbone(tiny_pair_dir):
+    base, _ = load_backbone(tiny_pair_dir / "base")
+    tuned, _ = load_backbone(tiny_pair_dir / "easy-vqa" / "finetune")
+    base_state, tuned_state = base.state_dict(), tuned.state_dict()
+    assert any(not torch.equal(base_state[k], tuned_state[k]) for k in base_state), "finetuning changed nothing"
+    prompted = load_model(tiny_pair_dir / "easy-vqa" / "prompt")
+    for name, tensor in prompted.backbone.state_dict().items():
+        assert torch.equal(tensor, base_state[name]), f"prompt tuning changed backbone tensor {name}"
+    # the prompt checkpoint stores prompts only
+    stored = json.loads((tiny_pair_dir / "easy-vqa" / "prompt" / "config.json").read_text())
+    assert stored["kind"] == "prompt" and not (tiny_pair_dir / "easy-vqa" / "prompt" / "model.safetensors").exists()
+    assert prompted.info.trainable_parameters == 2 * 4 * 32 * (1 + 1)  # (enc+dec layers) x K,V x length x dim
+    assert prompted.info.trainable_parameters < 0.05 * prompted.info.total_parameters
+
+
+def test_load_pair_checks(tiny_pair_dir, tmp_path):
+    pair = load_pair(prompt_tuned=tiny_pair_dir / "easy-vqa" / "prompt", finetuned=tiny_pair_dir / "easy-vqa" / "finetune", device="cpu")
+    assert pair.prompt_tuned.info.tuning == "prompt" and pair.finetuned.info.tuning == "finetune"
+    with pytest.raises(RobustMMError, match="prompt-tuned and a finetuned"):
+        load_pair(prompt_tuned=tiny_pair_dir / "easy-vqa" / "finetune", finetuned=tiny_pair_dir / "easy-vqa" / "finetune", device="cpu")
+    with pytest.raises(RobustMMError, match="does not exist"):
+        load_pair(prompt_tuned=tmp_path / "missing", finetuned=tiny_pair_dir / "easy-vqa" / "finetune", device="cpu")
+    with pytest.raises(RobustMMError, match="Unknown pair"):
+        load_pair("nonsense")
+
+
+def test_base_hash_mismatch_and_corrupt_files(tiny_pair_dir, tmp_path):
+    copy = tmp_path / "pair"
+    shutil.copytree(tiny_pair_dir, copy)
+    # a prompt checkpoint whose base changed is refused
+    base_weights = copy / "base" / "model.safetensors"
+    base_weights.write_bytes(base_weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(RobustMMError, match="sha256"):
+        load_model(copy / "easy-vqa" / "prompt")
+    # a corrupt weights file is named
+    weights = copy / "easy-vqa" / "finetune" / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(RobustMMError, match="corrupt"):
+        load_backbone(copy / "easy-vqa" / "finetune")
+    (copy / "easy-vqa" / "prompt" / "config.json").write_text("{broken")
+    with pytest.raises(RobustMMError, match="not valid JSON"):
+        load_model(copy / "easy-vqa" / "prompt")
+
+
+def test_pair_with_different_bases_is_refused(tiny_pair_dir, tmp_path):
+    other = tmp_path / "other"
+    recipe = Recipe(seed=1, model=TINY, pretrain=replace(TINY_STAGE, limit=32))
+    pretrain(recipe, other / "base")
+    finetune(other / "base", "easy-vqa", other / "easy-vqa" / "finetune", replace(TINY_STAGE, limit=16))
+    with pytest.raises(RobustMMError, match="different base"):
+        load_pair(prompt_tuned=tiny_pair_dir / "easy-vqa" / "prompt", finetuned=other / "easy-vqa" / "finetune", device="cpu")
