@@ -8,11 +8,14 @@ accumulates gradients in model parameters, and restores the model's train/eval m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fractions
+import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 
@@ -171,6 +174,110 @@ def parse_attack_spec(spec: str) -> Attack:
             raise RobustMMError(f"Attack parameter {item!r} in {spec!r} is not of the form key=value.")
         params[key.strip()] = value.strip()
     return get_attack(name.strip(), **params)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the attack modules (no state kept between calls)
+# ---------------------------------------------------------------------------
+
+
+def check_batch(batch: AttackBatch) -> None:
+    """Refuse a batch whose pixels, texts and targets do not line up (one sentence each)."""
+    pixels = batch.pixels
+    if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or pixels.shape[1] != 3:
+        shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+        raise RobustMMError(f"Attack batch pixels must be a (B, 3, H, W) tensor, not {shape}.")
+    if not pixels.is_floating_point():
+        raise RobustMMError(f"Attack batch pixels must be floats in [0, 1], not {pixels.dtype}.")
+    if pixels.shape[0] != len(batch.texts) or tuple(batch.targets.shape) != (pixels.shape[0],):
+        raise RobustMMError(
+            f"Attack batch has {pixels.shape[0]} images, {len(batch.texts)} texts and targets of shape "
+            f"{tuple(batch.targets.shape)}; they must all have the same length B."
+        )
+    if pixels.numel() and (float(pixels.min()) < 0.0 or float(pixels.max()) > 1.0):
+        raise RobustMMError("Attack batch pixels must lie in [0, 1] (normalisation happens inside the model).")
+
+
+def empty_result(model, batch: AttackBatch) -> AttackResult:
+    """The result for a batch with no examples: nothing to attack, scores of shape (0, C)."""
+    scores = torch.zeros(0, len(model.candidates), device=model.device)
+    return AttackResult(batch.pixels, [], scores, [])
+
+
+def check_finite(value: float, what: str, low: float = 0.0, high: float = math.inf, low_open: bool = False) -> None:
+    """RobustMMError unless ``low <= value <= high`` (``low < value`` when ``low_open``) and finite."""
+    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        upper = f" and <= {high:g}" if math.isfinite(high) else ""
+        raise RobustMMError(f"{what} must be a finite number {bound}{upper}, not {value!r}.")
+
+
+@contextlib.contextmanager
+def attack_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run a block with ``model`` in eval mode and its parameters frozen; restore both afterwards.
+
+    Every submodule's own ``training`` flag and every parameter's ``requires_grad`` flag is
+    put back exactly as found (a model with a frozen eval backbone and a training prompt
+    module stays that way). Freezing means gradients flow only to the attacked inputs, so
+    parameter ``.grad`` fields are never touched.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG (CPU, and ``device`` if CUDA) for a block; the caller's RNG state is restored.
+
+    Needed because torchattacks draws its random starts from the global generator.
+    """
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+class Stopwatch:
+    """Wall time of a block in seconds, synchronising CUDA so queued kernels are counted."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.seconds = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __enter__(self) -> "Stopwatch":
+        self._sync()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sync()
+        self.seconds = time.perf_counter() - self._start
+
+
+def per_example_norms(delta: torch.Tensor) -> tuple[list[float], list[float]]:
+    """L∞ and L2 norms of each example's perturbation; ``delta`` (B, ...) -> two lists of B floats."""
+    flat = delta.detach().float().flatten(1)
+    if flat.shape[1] == 0:
+        zeros = [0.0] * flat.shape[0]
+        return zeros, list(zeros)
+    return flat.abs().amax(dim=1).tolist(), flat.norm(p=2, dim=1).tolist()
 
 
 def _load_builtin() -> None:

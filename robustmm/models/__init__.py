@@ -1,4 +1,4 @@
-"""Models: the ``VLModel`` interface, the built-in unified model, prompts, pairs."""
+"""Models: the ``VLModel`` interface, the built-in unified model, prompts, Hugging Face ViLT/BLIP adapters, pairs."""
 
 from robustmm.models.base import Embeddings, ModelInfo, VLModel
 from robustmm.models.pair import ModelPair, load_pair, resolve_device
@@ -6,8 +6,11 @@ from robustmm.models.pair import ModelPair, load_pair, resolve_device
 __all__ = ["VLModel", "ModelInfo", "Embeddings", "ModelPair", "load_pair", "resolve_device", "load_model"]
 
 
-def load_model(path, device="cpu"):
-    """Load one finetuned or prompt-tuned checkpoint folder as a ``VLModel``."""
+def load_model(path, device="cpu", **options):
+    """Load one finetuned or prompt-tuned checkpoint (robustmm, HF ViLT/BLIP or PEFT prompt adapter) as a ``VLModel``.
+
+    ``options``: ``dtype``, ``task``, ``candidates`` for the HF models (see ``robustmm.models.pair.load_member``).
+    """
     from robustmm.models.pair import load_member, resolve_device
 
-    return load_member(path, resolve_device(device))
+    return load_member(path, resolve_device(device), **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -66,14 +67,50 @@ def check_pair(prompt_tuned: VLModel, finetuned: VLModel) -> None:
         raise RobustMMError("The two models use different tokenizers.")
 
 
-def load_member(path: str | Path, device: torch.device) -> VLModel:
-    """Load one member: a robustmm checkpoint folder (or, with the HF adapters, a HF/PEFT folder)."""
-    from robustmm.models.checkpoint import load_model
+def member_kind(folder: Path) -> str:
+    """What a checkpoint folder holds: ``unified`` (robustmm config.json), ``peft`` (adapter_config.json) or ``hf``."""
+    import json
 
-    path = Path(path)
-    if not path.exists():
-        raise RobustMMError(f"Checkpoint {path} does not exist.")
-    return load_model(path, device)
+    from robustmm.models.checkpoint import FORMAT
+
+    if (folder / "adapter_config.json").is_file():
+        return "peft"
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text())
+        except ValueError as err:
+            raise RobustMMError(f"Checkpoint config {config} is not valid JSON ({err}).") from err
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            return "unified"
+        if isinstance(data, dict) and "model_type" in data:
+            return "hf"
+        raise RobustMMError(f"Checkpoint config {config} is neither a robustmm ({FORMAT}) nor a Hugging Face model config.")
+    raise RobustMMError(f"Checkpoint folder {folder} holds no config.json or adapter_config.json.")
+
+
+def load_member(path: str | Path, device: torch.device, *, dtype: str | torch.dtype | None = "float32",
+                task: str | Task | None = None, candidates: Sequence[str] | None = None) -> VLModel:
+    """Load one member: a robustmm checkpoint folder, a Hugging Face ViLT/BLIP folder or a PEFT prompt adapter.
+
+    ``path`` may also be a Hub id already in the local HF cache (nothing is downloaded).
+    ``dtype``, ``task`` and ``candidates`` apply to the HF models (see ``robustmm.models.hf``); a
+    built-in checkpoint carries its own task and candidates and runs in float32.
+    """
+    from robustmm.models.hf import load_hf_member, resolve_dtype, resolve_folder
+
+    folder = resolve_folder(path)
+    kind = member_kind(folder)
+    if kind == "unified":
+        from robustmm.models.checkpoint import load_model
+
+        if resolve_dtype(dtype, device) is not torch.float32:
+            raise RobustMMError("The built-in model runs in float32 only; use dtype float32.")
+        model = load_model(folder, device)
+        if candidates is not None and set(candidates) != set(model.candidates):
+            raise RobustMMError(f"Checkpoint {folder} was tuned for a different answer set than the candidates given.")
+        return model
+    return load_hf_member(path, device, dtype=dtype, task=task, candidates=candidates)
 
 
 def load_pair(
@@ -83,8 +120,15 @@ def load_pair(
     finetuned: str | Path | None = None,
     task: str | Task = "vqa",
     device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "float32",
+    candidates: Sequence[str] | None = None,
 ) -> ModelPair:
-    """Load a checked pair: ``load_pair("default", task="vqa")`` or ``load_pair(prompt_tuned=..., finetuned=...)``."""
+    """Load a checked pair: ``load_pair("default", task="vqa")`` or ``load_pair(prompt_tuned=..., finetuned=...)``.
+
+    Members may be robustmm checkpoints, HF ViLT/BLIP folders / cached Hub ids, or PEFT prompt
+    adapters; ``task``, ``candidates`` (the answer set) and ``dtype`` (float32, or bfloat16 on CUDA)
+    apply to the HF members (see :func:`load_member`).
+    """
     if name is not None:
         if name != "default":
             raise RobustMMError(f"Unknown pair {name!r}: use 'default' or give prompt_tuned= and finetuned= paths.")
@@ -96,6 +140,7 @@ def load_pair(
     if prompt_tuned is None or finetuned is None:
         raise RobustMMError("A pair needs both a prompt-tuned and a finetuned checkpoint.")
     target = resolve_device(device)
-    pair = ModelPair(load_member(prompt_tuned, target), load_member(finetuned, target))
+    options = {"dtype": dtype, "task": task, "candidates": candidates}
+    pair = ModelPair(load_member(prompt_tuned, target, **options), load_member(finetuned, target, **options))
     check_pair(pair.prompt_tuned, pair.finetuned)
     return pair

@@ -1,7 +1,7 @@
 """The built-in generative vision-language model: a small unified encoder-decoder in OFA's spirit.
 
-Image: a 4-stage convolutional stem turns a (3, 64, 64) image (pixels in [0, 1],
-normalised inside with OFA's mean = std = 0.5) into a 4 x 4 grid of D-dim patch
+Image: a 3-stage convolutional stem turns a (3, 64, 64) image (pixels in [0, 1],
+normalised inside with OFA's mean = std = 0.5) into an 8 x 8 grid of D-dim patch
 embeddings. Text: WordPiece tokens -> frozen MiniLM embeddings (384) -> trainable
 projection to D. Image and text tokens, with position and type embeddings, enter one
 pre-LayerNorm transformer encoder; a transformer decoder generates the answer text
@@ -41,7 +41,7 @@ class UnifiedConfig:
     decoder_layers: int = 2
     ffn_mult: int = 4
     image_size: int = 64
-    stem_channels: tuple[int, ...] = (32, 64, 96)
+    stem_channels: tuple[int, ...] = (32, 64)  # three stride-2 convs: 64x64 -> 8x8 = 64 image tokens
     max_text_len: int = 48
     max_answer_len: int = 8
     lexicon_dim: int = 384
