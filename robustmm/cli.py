@@ -87,6 +87,7 @@ def attack_command(
     preset: Optional[List[str]] = typer.Option(None, "--preset", "-p", help="Preset name in attacks/ or a TOML file (repeatable). Default: attacks/default.toml."),
     eps: Optional[List[str]] = typer.Option(None, "--eps", help="Pixel-attack ε list on the [0,1] scale, e.g. '1/255,2/255,4/255,8/255'."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("float32", help="Model dtype: float32, or bf16 on CUDA (attack arithmetic stays fp32)."),
     seed: int = typer.Option(0, help="Seed for example sampling and attack randomness."),
     batch_size: int = typer.Option(32, "--batch-size", help="Examples per attack batch."),
     out: Path = typer.Option(Path("reports"), help="Folder that holds run folders."),
@@ -99,7 +100,7 @@ def attack_command(
     spec = RunSpec(
         pair=pair, prompt_tuned=str(prompt_tuned) if prompt_tuned else None, finetuned=str(finetuned) if finetuned else None,
         datasets=_split_list(dataset) or RunSpec.datasets, split=split, limit=limit, attacks=tuple(attack or ()),
-        presets=_split_list(preset), eps=_split_list(eps), seed=seed, batch_size=batch_size, device=device,
+        presets=_split_list(preset), eps=_split_list(eps), seed=seed, batch_size=batch_size, device=device, dtype=dtype,
     )
     if not resume:
         run_dir = out / run_folder_name(spec, name)
@@ -170,7 +171,7 @@ def tune_recipe(
     for key, value in report["accuracy"].items():
         console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
                       f"({value['trainable_parameters']:,} trainable parameters)")
-    console.print(f"total {report['total_seconds'] / 60:.1f} min; details in {out / 'recipe.json'}")
+    console.print(f"training {report['train_seconds'] / 60:.1f} min; details in {out / 'recipe.json'}")
 
 
 @tune_app.command("pretrain")

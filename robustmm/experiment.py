@@ -42,6 +42,7 @@ class RunSpec:
     seed: int = 0
     batch_size: int = 32
     device: str = "auto"
+    dtype: str = "float32"
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
@@ -129,9 +130,10 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     pairs = []
     for dataset in datasets:
         if spec.prompt_tuned or spec.finetuned:
-            pair = load_pair(prompt_tuned=spec.prompt_tuned, finetuned=spec.finetuned, device=device)
+            pair = load_pair(prompt_tuned=spec.prompt_tuned, finetuned=spec.finetuned, device=device, dtype=spec.dtype,
+                             task=dataset.task.value, candidates=dataset.candidates)
         else:
-            pair = load_pair(spec.pair or "default", task=dataset.task.value, device=device)
+            pair = load_pair(spec.pair or "default", task=dataset.task.value, device=device, dtype=spec.dtype)
         if pair.task != dataset.task:
             raise RobustMMError(f"The pair was tuned for {pair.task.value} but dataset {dataset.name} is {dataset.task.value}.")
         if set(dataset.candidates) != set(pair.candidates):
@@ -165,7 +167,7 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
         existing = store.load()
     summary = summarize(records, seed=spec.seed)
     meta = {"run": run_name, "command": command, "spec": asdict(spec), "seed": spec.seed, "device": str(device),
-            "batch_size": spec.batch_size, "limit": spec.limit, "wall_seconds": round(time.perf_counter() - start, 1),
+            "batch_size": spec.batch_size, "dtype": spec.dtype, "limit": spec.limit, "wall_seconds": round(time.perf_counter() - start, 1),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "records": len(records), "versions": versions()}
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return render(summary, run_dir, meta), summary
