@@ -126,3 +126,27 @@ def test_pair_with_different_bases_is_refused(tiny_pair_dir, tmp_path):
     finetune(other / "base", "easy-vqa", other / "easy-vqa" / "finetune", replace(TINY_STAGE, limit=16))
     with pytest.raises(RobustMMError, match="different base"):
         load_pair(prompt_tuned=tiny_pair_dir / "easy-vqa" / "prompt", finetuned=other / "easy-vqa" / "finetune", device="cpu")
+
+
+DEFAULT = Path(__file__).resolve().parents[1] / "robustmm" / "checkpoints" / "default"
+
+
+@pytest.mark.skipif(not (DEFAULT / "recipe.json").exists(), reason="the default pair has not been built")
+@pytest.mark.parametrize("member", ["easy-vqa/finetune", "easy-vqa/prompt", "easy-ve/finetune", "easy-ve/prompt"])
+def test_shipped_pair_has_its_documented_accuracy(member):
+    from robustmm.data import load_dataset
+    from robustmm.tuning import accuracy
+
+    documented = json.loads((DEFAULT / "recipe.json").read_text())["accuracy"][member]
+    dataset = load_dataset(member.split("/")[0], split="test", limit=documented["check_examples"], seed=documented["check_seed"])
+    model = load_model(DEFAULT / member)
+    assert abs(accuracy(model, dataset) - documented["check_accuracy"]) <= 0.01
+    readme = (DEFAULT.parents[2] / "README.md").read_text()
+    assert f"{100 * documented['test_accuracy']:.1f}%" in readme, "README must state the documented test accuracy"
+
+
+@pytest.mark.skipif(not (DEFAULT / "recipe.json").exists(), reason="the default pair has not been built")
+def test_shipped_pair_loads_as_a_checked_pair():
+    for task in ("vqa", "ve"):
+        pair = load_pair("default", task=task, device="cpu")
+        assert pair.prompt_tuned.info.trainable_parameters <= 0.05 * pair.prompt_tuned.info.total_parameters

@@ -47,6 +47,7 @@ class UnifiedConfig:
     lexicon_dim: int = 384
     vocab_size: int = 30522
     dropout: float = 0.0
+    global_image_token: bool = True  # prepend the mean of the patch embeddings as one more image token
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +61,7 @@ class UnifiedConfig:
     @property
     def image_tokens(self) -> int:
         side = self.image_size // 2 ** (len(self.stem_channels) + 1)
-        return side * side
+        return side * side + int(self.global_image_token)
 
 
 class Attention(nn.Module):
@@ -149,9 +150,12 @@ class UnifiedBackbone(nn.Module):
 
     # -- embeddings -------------------------------------------------------
     def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> (B, N_img, D) patch embeddings (before positions)."""
-        x = self.stem((pixels - 0.5) / 0.5)
-        return x.flatten(2).transpose(1, 2)
+        """(B, 3, S, S) in [0, 1] -> (B, N_img, D) patch embeddings (before positions); with
+        ``global_image_token`` the first one is the mean over the patches (a global summary)."""
+        x = self.stem((pixels - 0.5) / 0.5).flatten(2).transpose(1, 2)
+        if self.config.global_image_token:
+            x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+        return x
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, D) token embeddings (before positions)."""
