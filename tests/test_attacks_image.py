@@ -380,3 +380,21 @@ def test_attack_strength_order_on_trained_model():
     assert clean > 0.5, f"the finetuned model should be accurate on clean inputs, got {clean:.3f}"
     assert pgd < fgsm < noise, f"clean {clean:.3f}, noise {noise:.3f}, fgsm {fgsm:.3f}, pgd {pgd:.3f}"
     assert not math.isnan(pgd)
+
+
+def test_blank_image_is_the_blind_baseline(tiny_vqa_model):
+    import torch
+
+    from robustmm.attacks import AttackBatch, get_attack
+    from robustmm.errors import RobustMMError
+
+    pixels = torch.rand(3, 3, 64, 64)
+    texts = ["what shape is present?"] * 3
+    batch = AttackBatch([None] * 3, pixels, texts, torch.zeros(3, dtype=torch.long))
+    result = get_attack("blank-image").run(tiny_vqa_model, batch)
+    assert torch.all(result.pixels == 0.5) and result.texts == texts
+    expected = tiny_vqa_model.candidate_scores(torch.full_like(pixels, 0.5), texts)
+    assert torch.allclose(result.scores, expected, atol=1e-5)
+    assert torch.equal(pixels, batch.pixels)  # the clean batch is untouched
+    with pytest.raises(RobustMMError):
+        get_attack("blank-image", gray=2)

@@ -375,3 +375,44 @@ class UniformNoise(PixelAttack):
 
     def queries(self) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class BlankConfig:
+    """gray: the constant value every pixel is replaced by, in [0, 1]; seed: unused (no randomness)."""
+
+    gray: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_finite(self.gray, "blank-image gray (a pixel value)", 0.0, 1.0)
+
+
+@register_attack
+class BlankImage(PixelAttack):
+    r"""Replaces the image by a uniform gray one: the blind baseline, not a norm-bounded attack.
+
+    Its "robust accuracy" is what the model scores from the text alone (on easy-VQA many
+    yes/no questions can be guessed without the image), the floor that image attacks
+    approach; a large gap between clean and blank accuracy shows the model uses the image.
+
+    Arguments (config):
+        gray (float): the constant pixel value. (Default: 0.5)
+
+    Shape:
+        - batch.pixels: :math:`(B, 3, H, W)` in [0, 1].
+        - result.pixels: :math:`(B, 3, H, W)` all equal to ``gray``; result.scores: :math:`(B, C)`.
+
+    Examples::
+        >>> result = get_attack("blank-image").run(model, batch)
+    """
+
+    name = "blank-image"
+    Config = BlankConfig
+    needs_labels = False
+
+    def perturb(self, view, clean, labels):
+        return torch.full_like(clean, self.config.gray)
+
+    def queries(self) -> int:
+        return 0
