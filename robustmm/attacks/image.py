@@ -259,12 +259,14 @@ class PGDLinf(PixelAttack):
     name = "pgd-linf"
     Config = PGDConfig
     paper = "https://arxiv.org/abs/1706.06083"
+    torchattacks_class = "PGD"
 
     def perturb(self, view, clean, labels):
         import torchattacks
 
         c = self.config
-        attack = torchattacks.PGD(view, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=c.random_start)
+        attack = getattr(torchattacks, self.torchattacks_class)(view, eps=c.eps, alpha=c.alpha, steps=c.steps,
+                                                                random_start=c.random_start)
         return _torchattacks_run(attack, clean, labels, c.targeted)
 
     def queries(self) -> int:
@@ -290,7 +292,7 @@ class PGDL2Config:
 
 
 @register_attack
-class PGDL2(PixelAttack):
+class PGDL2(PGDLinf):
     r"""PGD with an L2 budget, from 'Towards Deep Learning Models Resistant to Adversarial Attacks'
     [https://arxiv.org/abs/1706.06083].
 
@@ -317,17 +319,7 @@ class PGDL2(PixelAttack):
 
     name = "pgd-l2"
     Config = PGDL2Config
-    paper = "https://arxiv.org/abs/1706.06083"
-
-    def perturb(self, view, clean, labels):
-        import torchattacks
-
-        c = self.config
-        attack = torchattacks.PGDL2(view, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=c.random_start)
-        return _torchattacks_run(attack, clean, labels, c.targeted)
-
-    def queries(self) -> int:
-        return self.config.steps
+    torchattacks_class = "PGDL2"
 
 
 @dataclass(frozen=True)
