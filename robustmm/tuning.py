@@ -1,9 +1,10 @@
 """Making checkpoint pairs: pretrain a base, then finetune it or prompt-tune it per task.
 
-- ``pretrain``: generic objectives over the *train* images, none of them a downstream
-  task: captioning ("what does the image describe?" -> "a blue circle") and attribute
-  infilling ("a [MASK] circle" -> "blue", "a blue [MASK]" -> "circle"); full-vocabulary
-  token cross-entropy.
+- ``pretrain``: OFA-style generic objectives over the *train* images, none of them a
+  downstream task: captioning ("what does the image describe?" -> "a blue circle"),
+  attribute infilling ("a [MASK] circle" -> "blue", "a blue [MASK]" -> "circle") and
+  image-text matching (OFA's 'does the image describe " a blue circle "?' -> yes, and
+  -> no for a caption with a wrong colour or shape); full-vocabulary token cross-entropy.
 - ``finetune``: every backbone parameter is trained on the task (the frozen MiniLM word
   table stays frozen in every stage).
 - ``prompt_tune``: the backbone is frozen (bit-identical afterwards); only the prompts train.
@@ -58,7 +59,7 @@ class Recipe:
     seed: int = 0
     model: UnifiedConfig = field(default_factory=UnifiedConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    pretrain: StageConfig = field(default_factory=lambda: StageConfig(epochs=6, lr=2e-3, batch_size=64))
+    pretrain: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=2e-3, batch_size=64))
     finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=1, lr=1e-3, batch_size=64))
     prompt_tune: StageConfig = field(default_factory=lambda: StageConfig(epochs=1.5, lr=0.03, batch_size=64, weight_decay=0.0))
     # easy-VE has 3.6x fewer training examples than easy-VQA: more passes over it
@@ -159,8 +160,13 @@ def pretraining_examples(limit: int | None = None, seed: int = 0) -> tuple[list,
             continue
         shape, color = known["shape"], known["color"]
         path = easy_vqa.image_path("train", image_id)
+        rng = random.Random(f"itm/{seed}/{image_id}")
+        wrong = (rng.choice([c for c in COLORS if c != color]), shape) if rng.random() < 0.5 else (
+            color, rng.choice([s for s in SHAPES if s != shape]))
         for text, target in (("what does the image describe?", f"a {color} {shape}"),
-                             (f"a [MASK] {shape}", color), (f"a {color} [MASK]", shape)):
+                             (f"a [MASK] {shape}", color), (f"a {color} [MASK]", shape),
+                             (f'does the image describe " a {color} {shape} "?', "yes"),
+                             (f'does the image describe " a {wrong[0]} {wrong[1]} "?', "no")):
             images.append(path)
             texts.append(text)
             targets.append(target)
