@@ -188,7 +188,7 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
 
 @tune_app.command("finetune")
 def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
-                  out: Path = typer.Option(...), epochs: float = typer.Option(1.0), lr: float = typer.Option(1e-3),
+                  out: Path = typer.Option(...), epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3),
                   seed: int = typer.Option(0)) -> None:
     """Finetune every parameter of a base model on a task."""
     from robustmm.tuning import StageConfig, finetune
@@ -200,8 +200,8 @@ def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder.")
 def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
                 out: Path = typer.Option(...), style: str = typer.Option("prefix", help="prefix (every layer) or prompt (input only)."),
                 where: str = typer.Option("both", help="encoder, decoder or both."), length: int = typer.Option(16),
-                reparam: bool = typer.Option(False, help="MLP reparameterisation."), epochs: float = typer.Option(1.5),
-                lr: float = typer.Option(0.03), seed: int = typer.Option(0)) -> None:
+                reparam: bool = typer.Option(False, help="MLP reparameterisation."), epochs: float = typer.Option(3.0),
+                lr: float = typer.Option(5e-3), seed: int = typer.Option(0)) -> None:
     """Train prompts only, on top of a frozen base model."""
     from robustmm.models.prompts import PromptConfig
     from robustmm.tuning import StageConfig, prompt_tune
