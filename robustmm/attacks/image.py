@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -223,9 +223,11 @@ class PGDConfig:
     targeted: bool = False
     target: str = "least-likely"
     seed: int = 0
+    attack_name: ClassVar[str] = "pgd-linf"
+    linf: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_common("pgd-linf", self.eps, True, self.steps, self.alpha, self.targeted, self.target)
+        _check_common(self.attack_name, self.eps, self.linf, self.steps, self.alpha, self.targeted, self.target)
         if self.alpha is None:
             object.__setattr__(self, "alpha", 2.5 * self.eps / self.steps)
 
@@ -274,21 +276,12 @@ class PGDLinf(PixelAttack):
 
 
 @dataclass(frozen=True)
-class PGDL2Config:
+class PGDL2Config(PGDConfig):
     """eps: L2 budget of the whole (3, H, W) perturbation on the [0, 1] scale; other fields as PGDConfig."""
 
     eps: float = 1.0
-    steps: int = 10
-    alpha: float | None = None
-    random_start: bool = True
-    targeted: bool = False
-    target: str = "least-likely"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check_common("pgd-l2", self.eps, False, self.steps, self.alpha, self.targeted, self.target)
-        if self.alpha is None:
-            object.__setattr__(self, "alpha", 2.5 * self.eps / self.steps)
+    attack_name: ClassVar[str] = "pgd-l2"
+    linf: ClassVar[bool] = False
 
 
 @register_attack
