@@ -66,9 +66,10 @@ def _summary_table(summary) -> Table:
     table = Table(title="clean → robust accuracy (%)")
     for column in ("dataset", "attack", "eps", "prompt-tuned", "finetuned", "drop diff (pts)", "significant"):
         table.add_column(column)
+    from robustmm.report import format_eps
+
     for c in summary.comparisons:
-        eps = "–" if c.eps is None else (f"{c.eps * 255:g}/255" if c.modality in ("image", "joint") else f"{c.eps:g}")
-        table.add_row(c.dataset, c.attack, eps,
+        table.add_row(c.dataset, c.attack, format_eps(c),
                       f"{100 * c.prompt.clean_accuracy:.1f} → {100 * c.prompt.robust_accuracy:.1f}",
                       f"{100 * c.finetune.clean_accuracy:.1f} → {100 * c.finetune.robust_accuracy:.1f}",
                       f"{100 * c.drop_difference:+.1f}", "yes" if c.significant else "no")
@@ -125,9 +126,8 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run folder (holds
 @app.command("list")
 def list_command() -> None:
     """Show the attacks, presets, datasets and model pairs robustmm knows."""
-    from robustmm.attacks import attack_class, list_attacks
+    from robustmm.attacks import attack_class, list_attacks, list_presets
     from robustmm.data import list_datasets
-    from robustmm.paths import repo_root
 
     table = Table(title="attacks")
     for column in ("name", "modality", "what it does"):
@@ -139,8 +139,8 @@ def list_command() -> None:
     table = Table(title="presets (attacks/)")
     table.add_column("name")
     table.add_column("file")
-    for path in sorted((repo_root() / "attacks").glob("*.toml")):
-        table.add_row(path.stem, str(path))
+    for preset_name, path in list_presets().items():
+        table.add_row(preset_name, str(path))
     console.print(table)
     table = Table(title="datasets")
     table.add_column("name")

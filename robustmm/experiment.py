@@ -11,15 +11,13 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from robustmm.errors import RobustMMError
-from robustmm.paths import repo_root
 
 DEFAULT_DATASETS = ("easy-vqa", "easy-ve")
 DEFAULT_PRESET = "default"
@@ -48,14 +46,6 @@ class RunSpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def preset_path(name_or_path: str) -> Path:
-    """A preset name (``paper``) from the top-level attacks/ folder, or a TOML path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        return path
-    return repo_root() / "attacks" / f"{name_or_path}.toml"
-
-
 def build_attacks(spec: RunSpec) -> list:
     """Attack instances from presets and specs (default preset when neither is given), ε-expanded."""
     from robustmm.attacks import parse_attack_spec, parse_number
@@ -65,7 +55,7 @@ def build_attacks(spec: RunSpec) -> list:
     attacks = []
     presets = spec.presets or (() if spec.attacks else (DEFAULT_PRESET,))
     for preset in presets:
-        attacks += load_preset(preset_path(preset))
+        attacks += load_preset(preset)  # a name from attacks/ or a TOML path
     attacks += [parse_attack_spec(s) for s in spec.attacks]
     eps = [parse_number(e, "eps") for e in spec.eps]
     for value in eps:

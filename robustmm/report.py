@@ -33,11 +33,11 @@ def _ci(ci: tuple[float, float]) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
-def _eps(c: Comparison) -> str:
+def format_eps(c: Comparison) -> str:
+    """ε as shown to users: ``8/255`` for pixel attacks, the raw value for embedding attacks, ``–`` if none."""
     if c.eps is None:
         return "–"
-    value = c.eps * 255 if c.modality in ("image", "joint") else c.eps
-    return f"{value:g}/255" if c.modality in ("image", "joint") else f"{value:g}"
+    return f"{c.eps * 255:g}/255" if c.modality in ("image", "joint") else f"{c.eps:g}"
 
 
 def _perturbation(s: MemberStats, modality: str) -> str:
@@ -63,7 +63,7 @@ def comparison_table(rows: list[Comparison]) -> list[str]:
     for c in rows:
         for s in (c.prompt, c.finetune):
             lines.append(
-                f"| {md_escape(c.attack)} | {_eps(c)} | {_label(s.member)} | {_pct(s.clean_accuracy)} {_ci(s.clean_ci)} | "
+                f"| {md_escape(c.attack)} | {format_eps(c)} | {_label(s.member)} | {_pct(s.clean_accuracy)} {_ci(s.clean_ci)} | "
                 f"{_pct(s.robust_accuracy)} {_ci(s.robust_ci)} | {_pct(s.absolute_drop)} | {_pct(s.relative_drop)}% | "
                 f"{_pct(s.success_rate_both_correct)}% (n={s.n_both_correct}) | {_perturbation(s, c.modality)} | "
                 f"{s.mean_queries:.1f} | {s.mean_seconds:.3f} |"
@@ -78,7 +78,7 @@ def significance_table(rows: list[Comparison]) -> list[str]:
     ]
     for c in rows:
         lines.append(
-            f"| {md_escape(c.attack)} | {_eps(c)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
+            f"| {md_escape(c.attack)} | {format_eps(c)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
             f"{100 * c.drop_difference_ci[1]:+.1f}] | {'yes' if c.significant else 'no'} | "
             f"{c.mcnemar['a_only']} / {c.mcnemar['b_only']} | {c.mcnemar['p_value']:.3g} |"
         )

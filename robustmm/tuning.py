@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -30,9 +30,7 @@ from robustmm.data.dataset import Dataset
 from robustmm.data.easy_ve import COLORS, SHAPES, image_facts
 from robustmm.data import easy_vqa
 from robustmm.data.images import to_tensor
-from robustmm.errors import RobustMMError
 from robustmm.models import checkpoint as ckpt
-from robustmm.models.base import ModelInfo
 from robustmm.models.lexicon import load_lexicon, load_tokenizer, vocab_file
 from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import UnifiedBackbone, UnifiedConfig, UnifiedVLM

@@ -8,11 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from robustmm import metrics
 from robustmm.attacks import get_attack
 from robustmm.data import load_dataset
 from robustmm.evaluate import evaluate, expand_eps

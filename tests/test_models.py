@@ -14,8 +14,8 @@ from robustmm.errors import RobustMMError
 from robustmm.models.checkpoint import load_backbone, load_model
 from robustmm.models.pair import load_pair
 from robustmm.models.prompts import PromptConfig, PromptModule
-from robustmm.models.unified import CandidateTrie, UnifiedConfig
-from robustmm.tuning import Recipe, StageConfig, finetune, pretrain, prompt_tune
+from robustmm.models.unified import CandidateTrie
+from robustmm.tuning import Recipe, finetune, pretrain
 
 from conftest import build_tiny_model
 

@@ -26,7 +26,6 @@ import json
 import os
 import random
 from collections import defaultdict
-from pathlib import Path
 
 from robustmm.data import easy_vqa
 from robustmm.data.dataset import Dataset, register_dataset

@@ -18,7 +18,7 @@ Scores over the candidates are therefore a proper log-distribution.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
