@@ -10,14 +10,17 @@ runs the greedy search for the whole batch in lock-step with cross-example cache
 Shared one-time costs (TextAttack import, WordNet load, MiniLM load) are paid before the
 clocks start. Each side gets fresh transformation/constraint objects (empty caches).
 
-The MiniLM similarity of every candidate dominates both sides; the stock loop encodes
-each candidate plus one copy of the original window per candidate, robustmm each distinct
-window once per run, so robustmm's advantage grows with N as questions repeat. Measured
-on the trial easy-VQA finetuned model, 1 torch thread, 2-core machine with a training
-job in the background: N=30: 2.1x (identical texts 30/30, success 26.7% both);
-N=300: 3.4x (identical texts 300/300, success 24.3% both). With torch's default 2
-threads on the loaded machine the stock loop's many small forwards slow down ~13x
-(N=30: 4-7x in favour of robustmm), so timings default to 1 thread.
+The MiniLM similarity of every candidate dominates the stock loop (~80% of its time): it
+encodes each candidate plus one copy of the original window per candidate. robustmm
+encodes each distinct window once per run, sorted by token count, and scores the model in
+calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
+advantage grows with N as questions repeat. Measured on the shipped finetuned model (as of
+commit a819fa6), 1 torch thread, 2-core machine otherwise idle: N=300: 3.7x and 3.6x in two
+runs (69.6 s vs 18.9 s, 69.2 s vs 19.3 s; success 8.7% both; identical texts 299/300, the
+other one differs by a float-noise near-tie in the model's scores); N=30: 2.1x (30/30,
+success 6.7% both). Timings default to 1 thread: with torch's default 2 threads on a
+machine running a training job, the stock loop's many small forwards slowed down far more
+than robustmm's (measured earlier on another checkpoint: N=30 4-7x in favour of robustmm).
 
     .venv/bin/python benchmarks/bench_text.py --model robustmm/checkpoints/default/easy-vqa/finetune
 """

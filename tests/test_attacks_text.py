@@ -97,6 +97,20 @@ def test_wordnet_swap_drops_antonyms_and_case_variants():
     assert all(w.lower() != "black" for w in swap._get_replacement_words("black"))
 
 
+def test_minilm_batches_do_not_change_embeddings():
+    """Sorting by token count and padding per batch gives each text the embedding it gets alone."""
+    from robustmm.attacks.textattack_parts import shared_encoder
+
+    encoder = shared_encoder("cpu")
+    texts = ["what color is the shape?", "is there a red circle in the image?", "shape", "what shape is present?",
+             "does the picture contain a blue rectangle or a green triangle?"] * 3 + ["what color is the shape?"]
+    together = encoder.encode(texts)
+    alone = torch.cat([encoder.encode([t]) for t in texts])
+    assert together.shape == (len(texts), 384) and encoder.encode([]).shape == (0, 384)
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert torch.allclose(together.norm(dim=1), torch.ones(len(texts)), atol=1e-5)
+
+
 def test_config_errors_are_one_sentence():
     for spec in ("word-sub:max_words_fraction=0", "word-sub:min_similarity=2", "word-sub:wir=gradient",
                  "char-swap:edits_per_type=0", "word-sub:threshold=0.9"):
@@ -176,6 +190,23 @@ def test_result_shape_image_fixed_and_skipped(tiny_runs, name):
     for row, scores, target in zip(result.info, result.scores, batch.targets):
         if row["status"] == "succeeded":
             assert int(scores.argmax()) != int(target)
+
+
+def test_word_sub_batched_equals_one_at_a_time():
+    """Lock-step search and the shared caches (questions repeated on other images) change no decision."""
+    model = build_tiny_model("vqa")
+    base = easy_vqa_batch(model, 3)
+    pixels = torch.cat([base.pixels, base.pixels.flip(0)])  # each question again, on another image
+    texts = base.texts * 2
+    examples = list(base.examples) * 2
+    with torch.no_grad():
+        targets = model.candidate_scores(pixels, texts).argmax(1)
+    batched = get_attack("word-sub").run(model, AttackBatch(examples, pixels, texts, targets))
+    assert any(row["words_changed"] for row in batched.info)  # not vacuous
+    for i in range(len(texts)):
+        alone = get_attack("word-sub").run(model, AttackBatch(examples[i:i + 1], pixels[i:i + 1], texts[i:i + 1],
+                                                              targets[i:i + 1]))
+        assert alone.texts == batched.texts[i:i + 1] and alone.info[0]["status"] == batched.info[i]["status"]
 
 
 def _changed(original: str, perturbed: str) -> list[tuple[int, str, str]]:
