@@ -14,8 +14,8 @@ from robustmm.errors import RobustMMError
 from robustmm.models.checkpoint import load_backbone, load_model
 from robustmm.models.pair import load_pair
 from robustmm.models.prompts import PromptConfig, PromptModule
-from robustmm.models.unified import CandidateTrie
-from robustmm.tuning import Recipe, finetune, pretrain
+from robustmm.models.unified import CandidateTrie, UnifiedBackbone, UnifiedConfig
+from robustmm.tuning import OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair
 
 from conftest import build_tiny_model
 
@@ -61,6 +61,45 @@ def test_prompt_variants_change_the_output(style, where, reparam):
     pixels = torch.rand(2, 3, 64, 64)
     texts = ["what shape is present?", "is there a red shape?"]
     assert not torch.allclose(plain.candidate_scores(pixels, texts), prompted.candidate_scores(pixels, texts))
+
+
+@pytest.mark.parametrize("ffn", ["geglu", "gelu"])
+def test_both_feed_forward_kinds_build_and_train(ffn):
+    from robustmm.models.lexicon import load_lexicon
+
+    table, _ = load_lexicon()
+    backbone = UnifiedBackbone(replace(TINY, ffn=ffn), table)
+    hidden = backbone.encoder[0].ffn(torch.randn(2, 5, TINY.dim, requires_grad=True))
+    hidden.sum().backward()
+    assert hidden.shape == (2, 5, TINY.dim)
+    assert all(p.grad is not None for p in backbone.encoder[0].ffn.parameters())
+    with pytest.raises(RobustMMError, match="ffn"):
+        UnifiedConfig(ffn="relu")
+
+
+def test_pretraining_pairs_match_the_image_facts_and_mismatches_are_wrong():
+    import random
+
+    rng = random.Random(0)
+    forms = ("full", "color", "shape")
+    seen = set()
+    for _ in range(300):
+        for objective in OBJECTIVES:
+            text, target = pretraining_pair(objective, "circle", "red", rng, forms)
+            seen.add((objective, text))
+            if objective == "caption":
+                assert target == "a red circle"
+            elif objective.startswith("infill"):
+                assert "[MASK]" in text and target in ("red", "circle")
+            else:
+                caption = text.split('"')[1].split()
+                assert target == ("yes" if objective == "match" else "no")
+                truthful = all(word in ("a", "red", "circle", "shape") for word in caption)
+                assert truthful == (objective == "match"), text
+    mismatches = {text for objective, text in seen if objective == "mismatch"}
+    assert len(mismatches) >= 15  # drawn fresh: every wrong colour and shape across the three forms shows up
+    assert {'does the image describe " a red shape "?', 'does the image describe " a circle "?',
+            'does the image describe " a red circle "?'} <= {text for objective, text in seen if objective == "match"}
 
 
 def test_bad_prompt_config():
