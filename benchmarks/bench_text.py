@@ -14,11 +14,12 @@ The MiniLM similarity of every candidate dominates the stock loop (~80% of its t
 encodes each candidate plus one copy of the original window per candidate. robustmm
 encodes each distinct window once per run, sorted by token count, and scores the model in
 calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
-advantage grows with N as questions repeat. Measured on the shipped finetuned model (as of
-commit a819fa6), 1 torch thread, 2-core machine otherwise idle: N=300: 3.7x and 3.6x in two
-runs (69.6 s vs 18.9 s, 69.2 s vs 19.3 s; success 8.7% both; identical texts 299/300, the
-other one differs by a float-noise near-tie in the model's scores); N=30: 2.1x (30/30,
-success 6.7% both). Timings default to 1 thread: with torch's default 2 threads on a
+advantage grows with N as questions repeat. Measured on the shipped finetuned model (GEGLU
+pair of 2026-11-23), 1 torch thread, 2-core machine otherwise idle: N=300: 3.4x (75.6 s vs
+22.5 s; success 25.3% both; identical texts 300/300; 0 of 275 substituted words [UNK]). On
+the previous shipped model: 3.7x and 3.6x (success 8.7% both, 299/300 identical, the other
+differing by a float-noise near-tie in the model's scores); N=30: 2.1x (30/30, success 6.7%
+both). Timings default to 1 thread: with torch's default 2 threads on a
 machine running a training job, the stock loop's many small forwards slowed down far more
 than robustmm's (measured earlier on another checkpoint: N=30 4-7x in favour of robustmm).
 
