@@ -93,7 +93,7 @@ def test_scores_are_the_models_scores_on_the_adversarial_pixels(tiny_vqa_model):
     torch.testing.assert_close(result.scores, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("spec", IMAGE_SPECS + ["embed-fgsm"])
+@pytest.mark.parametrize("spec", IMAGE_SPECS + ["embed-fgsm", "embed-fgsm-rms"])
 def test_attack_restores_mode_and_never_touches_parameter_grads(tiny_vqa_model, spec):
     model = train_mode_model(tiny_vqa_model)
     seen = []
@@ -224,6 +224,25 @@ def test_embed_fgsm_bounds_padding_and_clean_inputs(tiny_vqa_model, target):
     with torch.no_grad():
         expected = score(perturbed)
     torch.testing.assert_close(result.scores, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_relative_embed_fgsm_steps_are_eps_times_each_examples_rms(tiny_vqa_model):
+    seen, _ = capture_embeddings(tiny_vqa_model)
+    batch = make_batch()
+    result = get_attack("embed-fgsm-rms", eps=0.5).run(tiny_vqa_model, batch)
+    clean, perturbed = seen[0], seen[-1]
+    d_image, d_text = (perturbed.image - clean.image).detach(), (perturbed.text - clean.text).detach()
+    real = clean.context["attention_mask"]
+    for i, row in enumerate(result.info):
+        # every moved coordinate moves by exactly eps x that example's clean RMS of its modality
+        moved_image = d_image[i].abs()[d_image[i] != 0]
+        moved_text = d_text[i][real[i]].abs()
+        moved_text = moved_text[moved_text != 0]
+        torch.testing.assert_close(moved_image, torch.full_like(moved_image, 0.5 * row["image_rms"]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(moved_text, torch.full_like(moved_text, 0.5 * row["text_rms"]), rtol=1e-5, atol=1e-6)
+        assert moved_image.numel() > 0 and moved_text.numel() > 0
+    assert row["image_rms"] != pytest.approx(row["text_rms"], rel=0.05), "the two modalities should have different steps"
+    assert get_attack("embed-fgsm-rms").config.eps == 0.25 and "embed-fgsm-rms" in list_attacks("embedding")
 
 
 def test_embed_fgsm_with_zero_eps_changes_nothing(tiny_vqa_model):
