@@ -144,7 +144,8 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     store = RecordStore(run_dir / "records.jsonl")
     gallery = Gallery(run_dir / "gallery")
     existing = store.load()
-    start = time.perf_counter()
+    resumed = len(existing)  # records a previous (interrupted or finished) invocation already wrote
+    started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     records = []
     for dataset, pair in zip(datasets, pairs):
         progress = progress_factory(dataset, pair, attacks) if progress_factory else None
@@ -158,7 +159,7 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     summary = summarize(records, seed=spec.seed)
     meta = {"run": run_name, "command": command, "spec": asdict(spec), "seed": spec.seed, "device": str(device),
             "batch_size": spec.batch_size, "dtype": spec.dtype, "limit": spec.limit, "wall_seconds": round(time.perf_counter() - start, 1),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "records": len(records), "versions": versions()}
+            "started": started, "records": len(records), "resumed_records": resumed, "versions": versions()}
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return render(summary, run_dir, meta), summary
 

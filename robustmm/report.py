@@ -161,7 +161,7 @@ def render(summary: Summary, run_dir: str | Path, meta: dict) -> Path:
             lines.append("")
     lines += ["## Reproduce", "", "```", str(meta.get("command", "")), "```", "",
               "| setting | value |", "|---|---|"]
-    for key in ("seed", "device", "batch_size", "limit", "wall_seconds", "started", "records"):
+    for key in ("seed", "device", "batch_size", "limit", "wall_seconds", "started", "records", "resumed_records"):
         if key in meta:
             lines.append(f"| {key} | {md_escape(meta[key])} |")
     for name, version in sorted(meta.get("versions", {}).items()):

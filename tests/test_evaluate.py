@@ -129,6 +129,9 @@ def test_kill_and_resume_gives_the_records_of_an_uninterrupted_run(tiny_pair_dir
         _comparable(got) == [{**r, "run": "killed"} for r in _comparable(expected)]
     assert len({r.key for r in got}) == len(got)  # no duplicates
     assert (out / "killed" / "report.md").exists()
+    # the records of the killed invocation (a torn last line, if any, is dropped and redone)
+    assert json.loads((out / "killed" / "meta.json").read_text())["resumed_records"] in (partial - 1, partial)
+    assert json.loads((out / "full" / "meta.json").read_text())["resumed_records"] == 0
 
 
 def test_report_files_and_rerender(tiny_pair_dir, tmp_path):
