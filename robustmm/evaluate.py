@@ -179,6 +179,7 @@ def attack_batch(model, member: str, attack: Attack, examples, dataset: Dataset,
             status=status, linf=_opt_float(facts.get("linf")), l2=_opt_float(facts.get("l2")),
             words_changed=_opt_int(facts.get("words_changed")), words_total=_opt_int(facts.get("words_total")),
             similarity=_opt_float(facts.get("similarity")), unknown_substitutions=_opt_int(facts.get("unknown_substitutions")),
+            image_rms=_opt_float(facts.get("image_rms")), text_rms=_opt_float(facts.get("text_rms")),
             queries=int(facts.get("queries", 0)), seconds=float(facts.get("seconds", 0.0)),
         ))
         if gallery is not None:

@@ -86,6 +86,8 @@ class AttackRecord:
     words_total: int | None = None
     similarity: float | None = None
     unknown_substitutions: int | None = None
+    image_rms: float | None = None  # embedding attacks: RMS of the clean image / text embeddings
+    text_rms: float | None = None
     queries: int = 0
     seconds: float = 0.0
 

@@ -53,6 +53,22 @@ def test_evaluate_in_memory_same_examples_for_both_models(tiny_pair_dir):
             assert r.linf <= r.eps + 1e-6
 
 
+def test_embedding_attack_records_keep_the_clean_embedding_scale(tiny_pair_dir):
+    dataset = load_dataset("easy-vqa", split="test", limit=6, seed=0)
+    summary = evaluate(_pair(tiny_pair_dir), dataset, [get_attack("embed-fgsm-rms", eps=0.5), get_attack("fgsm")],
+                       batch_size=4, seed=0)
+    for r in summary.records:
+        if r.attack == "embed-fgsm-rms" and r.status is not Status.SKIPPED:
+            assert r.image_rms > 0 and r.text_rms > 0
+            assert r.linf == pytest.approx(0.5 * max(r.image_rms, r.text_rms), rel=1e-4)
+        elif r.attack == "fgsm":
+            assert r.image_rms is None and r.text_rms is None
+    row = summary.records[0].to_json()
+    assert AttackRecord.from_json(row) == summary.records[0]
+    del row["image_rms"], row["text_rms"]  # records written before the fields existed still load
+    assert AttackRecord.from_json(row).image_rms is None
+
+
 def test_summary_numbers_recomputed_from_records(tiny_pair_dir, tmp_path):
     dataset = load_dataset("easy-vqa", split="test", limit=16, seed=1)
     store = RecordStore(tmp_path / "records.jsonl")
