@@ -264,7 +264,7 @@ def finetune(base: Path, dataset_name: str, out: Path, stage: StageConfig, seed:
     train = _train_set(dataset_name, stage, seed)
     model = UnifiedVLM(backbone.train(), load_tokenizer(Path(base) / "vocab.txt"), train.task, train.candidates)
     stats = _downstream(model, train, list(backbone.parameters()), stage, seed, f"finetune {dataset_name}")
-    stats["trained_parameters"] = sum(p.numel() for p in backbone.parameters())
+    stats["trained_parameters"] = ckpt.count(backbone.parameters())
     model.eval()
     ckpt.save_finetuned(model, out, base, dataset_name, {"stage": asdict(stage), "seed": seed, "stats": stats})
     return stats
@@ -283,23 +283,28 @@ def prompt_tune(base: Path, dataset_name: str, out: Path, prompt: PromptConfig, 
     train = _train_set(dataset_name, stage, seed)
     model = UnifiedVLM(backbone, load_tokenizer(Path(base) / "vocab.txt"), train.task, train.candidates, prompts)
     stats = _downstream(model, train, list(prompts.parameters()), stage, seed, f"prompt-tune {dataset_name}")
-    stats["trained_parameters"] = sum(p.numel() for p in prompts.parameters())  # with the reparameterisation MLP
+    stats["trained_parameters"] = ckpt.count(prompts.parameters())  # with the reparameterisation MLP
     ckpt.save_prompted(model, out, base, dataset_name, {"stage": asdict(stage), "seed": seed, "stats": stats})
     return stats
 
 
 @torch.no_grad()
+def predictions(model, images: Sequence, texts: Sequence[str], batch_size: int = 256) -> list[str]:
+    """``model.predict`` over N (image, text) pairs in batches: N answers."""
+    answers = []
+    for start in range(0, len(texts), batch_size):
+        pixels = to_tensor(images[start : start + batch_size], model.image_size).to(model.device)
+        answers += model.predict(pixels, texts[start : start + batch_size])
+    return answers
+
+
 def accuracy(model, dataset: Dataset, batch_size: int = 256) -> float:
     """Mean official score (VQA accuracy / exact match) of ``model.predict`` over ``dataset``."""
     from robustmm.metrics import answer_score
 
-    total = 0.0
-    for start in range(0, len(dataset), batch_size):
-        chunk = dataset.examples[start : start + batch_size]
-        pixels = to_tensor([e.image for e in chunk], model.image_size).to(model.device)
-        for example, prediction in zip(chunk, model.predict(pixels, [e.text for e in chunk])):
-            total += answer_score(prediction, example.answers, example.task.value)
-    return total / len(dataset)
+    examples = dataset.examples
+    answers = predictions(model, [e.image for e in examples], [e.text for e in examples], batch_size)
+    return sum(answer_score(a, e.answers, e.task.value) for a, e in zip(answers, examples)) / len(dataset)
 
 
 def _stage(folder: Path, run: Callable[[], dict]) -> dict:
@@ -345,7 +350,6 @@ def _describe(device: str | torch.device) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-@torch.no_grad()
 def matching_accuracy(base: Path, device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 256) -> float:
     """Image-text matching accuracy of a base checkpoint on easy-VQA *test* images, in [0, 1].
 
@@ -359,16 +363,10 @@ def matching_accuracy(base: Path, device: str | torch.device = "cpu", seed: int 
     backbone, _ = ckpt.load_backbone(base)
     model = UnifiedVLM(backbone.to(device), load_tokenizer(Path(base) / "vocab.txt"), Task.VQA, ["yes", "no"])
     rng = random.Random(seed)
-    rows = []
-    for path, shape, color in zip(*pretraining_facts(split="test")):
-        for objective in ("match", "mismatch"):
-            rows.append((path, *pretraining_pair(objective, shape, color, rng)))
-    correct = 0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        pixels = to_tensor([row[0] for row in chunk], model.image_size).to(device)
-        correct += sum(p == row[2] for p, row in zip(model.predict(pixels, [row[1] for row in chunk]), chunk))
-    return correct / len(rows)
+    rows = [(path, *pretraining_pair(objective, shape, color, rng))
+            for path, shape, color in zip(*pretraining_facts(split="test")) for objective in ("match", "mismatch")]
+    answers = predictions(model, [row[0] for row in rows], [row[1] for row in rows], batch_size)
+    return sum(a == row[2] for a, row in zip(answers, rows)) / len(rows)
 
 
 def documented_accuracy(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> dict:
