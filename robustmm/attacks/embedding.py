@@ -10,8 +10,9 @@ FGSM step taken on the *embeddings* the encoder receives, not on pixels or words
   projected frozen word vectors. The two scales differ: in the shipped built-in pair the image
   coordinates have an RMS of about 1.2-1.3 and the text ones of 0.14 (base) to 0.23 (finetuned),
   so one absolute eps is a much larger relative change for text than for image (as in the
-  paper, which also used a single eps); ``embed-fgsm-rms`` takes the step relative to the RMS. ``info["image_rms"]`` / ``info["text_rms"]`` report each example's clean RMS so an
-  eps can be read relative to them.
+  paper, which also used a single eps); ``embed-fgsm-rms`` takes the step relative to the RMS.
+  ``info["image_rms"]`` / ``info["text_rms"]`` report each example's clean RMS (kept in the
+  records) so an eps can be read relative to them.
 - ``eps`` is an L∞ bound per embedding coordinate on that raw scale (not the [0, 1] pixel
   scale): every perturbed coordinate moves by exactly ``eps * sign(gradient)`` (0 where the
   gradient is exactly 0).
