@@ -75,6 +75,8 @@ def test_both_feed_forward_kinds_build_and_train(ffn):
     assert all(p.grad is not None for p in backbone.encoder[0].ffn.parameters())
     with pytest.raises(RobustMMError, match="ffn"):
         UnifiedConfig(ffn="relu")
+    old = {k: v for k, v in TINY.to_dict().items() if k != "ffn"}  # a config written before the option
+    assert UnifiedConfig.from_dict(old).ffn == "gelu" and UnifiedConfig().ffn == "geglu"
 
 
 def test_pretraining_pairs_match_the_image_facts_and_mismatches_are_wrong():
