@@ -334,18 +334,37 @@ class UnifiedVLM(VLModel):
     def _prompts(self) -> Prompts | None:
         return self.prompts() if self.prompts is not None else None
 
+    def _candidate_logp(self, memory, keys, prompts: Prompts | None, rows: torch.Tensor, repeat: int) -> torch.Tensor:
+        """Constrained log-likelihood (B*repeat,) of candidate ``rows`` (B*repeat,) given memory (B, N, D)."""
+        trie = self._trie_on(memory.device)
+        hidden = self.backbone.decode(memory, keys, trie.inputs[rows], prompts, repeat=repeat)
+        logits = self.backbone.token_logits(hidden, trie.vocab).masked_fill(~trie.allowed[rows], float("-inf"))
+        logp = logits.log_softmax(dim=-1).gather(-1, trie.targets[rows].unsqueeze(-1)).squeeze(-1)
+        return logp.masked_fill(~trie.valid[rows], 0.0).sum(dim=-1)
+
     def scores_from_embeddings(self, embeddings: Embeddings) -> torch.Tensor:
         """Constrained log-likelihood of every candidate, (B, C)."""
         prompts = self._prompts()
         memory, keys = self.backbone.encode(embeddings.image, embeddings.text, embeddings.context["attention_mask"], prompts)
-        trie = self._trie_on(memory.device)
-        b, (c, length) = memory.shape[0], trie.inputs.shape
-        inputs = trie.inputs.repeat(b, 1)  # (B*C, L)
-        hidden = self.backbone.decode(memory, keys, inputs, prompts, repeat=c)
-        logits = self.backbone.token_logits(hidden, trie.vocab).view(b, c, length, -1)
-        logits = logits.masked_fill(~trie.allowed, float("-inf"))
-        logp = logits.log_softmax(dim=-1).gather(-1, trie.targets[None, :, :, None].expand(b, -1, -1, 1)).squeeze(-1)
-        return logp.masked_fill(~trie.valid, 0.0).sum(dim=-1)
+        b, c = memory.shape[0], len(self.candidates)
+        rows = torch.arange(c, device=memory.device).repeat(b)  # (B*C,): every candidate of every example
+        return self._candidate_logp(memory, keys, prompts, rows, repeat=c).view(b, c)
+
+    def loss(self, pixels: torch.Tensor, texts, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the candidates against target indices (B,), -100 = ignored.
+
+        The constrained scores are a proper log-distribution over the candidates (their
+        exp sums to 1), so the cross-entropy is exactly ``-score[target]``: only the gold
+        candidate is decoded (C times less decoder work than scoring every candidate).
+        """
+        text_inputs = self.encode_texts(texts) if not isinstance(texts, dict) else texts
+        embeddings, prompts = self.embed(pixels, text_inputs), self._prompts()
+        memory, keys = self.backbone.encode(embeddings.image, embeddings.text, embeddings.context["attention_mask"], prompts)
+        keep = targets != -100
+        if not bool(keep.any()):
+            return memory.sum() * 0.0
+        logp = self._candidate_logp(memory[keep], keys[keep], prompts, targets[keep], repeat=1)
+        return -logp.mean()
 
     @torch.no_grad()
     def generate(self, pixels: torch.Tensor, texts: Sequence[str], max_tokens: int | None = None) -> list[str]:
