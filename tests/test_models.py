@@ -47,6 +47,33 @@ def test_pixels_are_normalised_inside_and_gradients_flow(tiny_vqa_model):
     assert pixels.grad is not None and pixels.grad.abs().sum() > 0
 
 
+def test_loss_decodes_only_the_gold_candidate_yet_equals_cross_entropy_over_all(tiny_vqa_model):
+    pixels = torch.rand(4, 3, 64, 64)
+    texts = ["what color is the shape?", "is there a circle?", "what shape is present?", "is there a red shape?"]
+    targets = tiny_vqa_model.target_indices(["red", "yes", "circle", "no"])
+    targets[2] = -100  # an answer outside the candidate set is ignored, as by cross_entropy
+    full = torch.nn.functional.cross_entropy(tiny_vqa_model.candidate_scores(pixels, texts), targets, ignore_index=-100)
+    assert torch.allclose(tiny_vqa_model.loss(pixels, texts, targets), full, atol=1e-5)
+
+
+def test_generative_loss_skips_padding_but_equals_the_masked_loss():
+    from robustmm.models.lexicon import load_lexicon
+    from robustmm.tuning import generative_loss
+
+    table, _ = load_lexicon()
+    torch.manual_seed(0)
+    backbone = UnifiedBackbone(TINY, table)
+    ids, mask = torch.randint(1000, 2000, (3, 6)), torch.ones(3, 6, dtype=torch.bool)
+    target = torch.tensor([[101, 1037, 2417, 4418, 102], [101, 2748, 102, 0, 0], [101, 2417, 102, 0, 0]])
+    target_mask = target != 0
+    pixels = torch.rand(3, 3, 64, 64)
+    memory, keys = backbone.encode(backbone.embed_image(pixels), backbone.embed_tokens(ids), mask, None)
+    logits = backbone.token_logits(backbone.decode(memory, keys, target[:, :-1], None))
+    labels = target[:, 1:].masked_fill(~target_mask[:, 1:], -100)
+    masked = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert torch.allclose(generative_loss(backbone, pixels, ids, mask, target, target_mask), masked, atol=1e-5)
+
+
 @pytest.mark.parametrize("style", ["prefix", "prompt"])
 @pytest.mark.parametrize("where", ["encoder", "decoder", "both"])
 @pytest.mark.parametrize("reparam", [False, True])
