@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -66,7 +66,7 @@ class Recipe:
     # easy-VQA): the paper's lr 0.03 fell to 41.9% and without the MLP 42.1%, vs 80.7% with it.
     prompt_tune: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, lr=1e-2, batch_size=64, weight_decay=0.0))
     # easy-VE has 3.6x fewer training examples than easy-VQA: more passes over it
-    finetune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, lr=1e-3, batch_size=64))
+    finetune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=1e-3, batch_size=64))
     prompt_tune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=6, lr=1e-2, batch_size=64, weight_decay=0.0))
     match_forms: tuple[str, ...] = ("full", "color", "shape")  # caption forms of the pretraining matching objective
     datasets: tuple[str, ...] = ("easy-vqa", "easy-ve")
@@ -212,8 +212,12 @@ def generative_loss(backbone: UnifiedBackbone, pixels, text_ids, text_mask, targ
 def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> dict:
     """Train a base backbone on the generic objectives (on ``device``) and save it to ``out``.
 
-    One epoch = every objective once per image. Texts are built per batch, so mismatching
-    captions are drawn fresh each time.
+    One epoch = every objective once per image. A batch holds whole images, each with *every*
+    objective: an image is seen with its true and a wrong caption in the same step, as ITM is
+    trained with paired negatives (ALBEF, BLIP). The yes/no prior then cancels within the batch
+    and only the image-caption relation is left to learn; with matching and mismatching pairs
+    drawn from different images, pretraining sat at chance for 4 epochs. Texts are built per
+    batch, so mismatching captions are drawn fresh each time.
     """
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
@@ -224,16 +228,18 @@ def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> d
     cache = ImageCache(paths, recipe.model.image_size, device)
     per_image = len(OBJECTIVES)
 
-    def loss_fn(index):
-        images = index // per_image
-        pairs = [pretraining_pair(OBJECTIVES[k % per_image], shapes[i], colors[i], rng, recipe.match_forms)
-                 for k, i in zip(index.tolist(), images.tolist())]
+    def loss_fn(images):
+        rows = images.repeat_interleave(per_image)  # (B * objectives,)
+        pairs = [pretraining_pair(OBJECTIVES[k], shapes[i], colors[i], rng, recipe.match_forms)
+                 for i in images.tolist() for k in range(per_image)]
         enc = tokenizer([p[0] for p in pairs], padding=True, return_tensors="pt").to(device)
         tgt = tokenizer([p[1] for p in pairs], padding=True, return_tensors="pt").to(device)  # [CLS] target [SEP]
-        return generative_loss(backbone, cache.pixels(images), enc["input_ids"], enc["attention_mask"].bool(),
+        return generative_loss(backbone, cache.pixels(rows), enc["input_ids"], enc["attention_mask"].bool(),
                                tgt["input_ids"], tgt["attention_mask"].bool())
 
-    stats = fit(list(backbone.parameters()), loss_fn, len(paths) * per_image, recipe.pretrain, recipe.seed, "pretrain base")
+    # batch_size counts (image, objective) examples, as in every stage: batch_size // objectives images per step
+    stage = replace(recipe.pretrain, batch_size=max(1, recipe.pretrain.batch_size // per_image))
+    stats = fit(list(backbone.parameters()), loss_fn, len(paths), stage, recipe.seed, "pretrain base")
     backbone.eval()
     ckpt.save_base(backbone, out, vocab_file(), {"recipe": recipe.to_dict(), "stats": stats})
     return stats
