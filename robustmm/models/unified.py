@@ -334,6 +334,12 @@ class UnifiedVLM(VLModel):
     def _prompts(self) -> Prompts | None:
         return self.prompts() if self.prompts is not None else None
 
+    def _encode(self, embeddings: Embeddings) -> tuple[torch.Tensor, torch.Tensor, Prompts | None]:
+        """Encoder memory (B, N, D), its key mask (B, N) and the prompts the decoder needs too."""
+        prompts = self._prompts()
+        memory, keys = self.backbone.encode(embeddings.image, embeddings.text, embeddings.context["attention_mask"], prompts)
+        return memory, keys, prompts
+
     def _candidate_logp(self, memory, keys, prompts: Prompts | None, rows: torch.Tensor, repeat: int) -> torch.Tensor:
         """Constrained log-likelihood (B*repeat,) of candidate ``rows`` (B*repeat,) given memory (B, N, D)."""
         trie = self._trie_on(memory.device)
@@ -344,8 +350,7 @@ class UnifiedVLM(VLModel):
 
     def scores_from_embeddings(self, embeddings: Embeddings) -> torch.Tensor:
         """Constrained log-likelihood of every candidate, (B, C)."""
-        prompts = self._prompts()
-        memory, keys = self.backbone.encode(embeddings.image, embeddings.text, embeddings.context["attention_mask"], prompts)
+        memory, keys, prompts = self._encode(embeddings)
         b, c = memory.shape[0], len(self.candidates)
         rows = torch.arange(c, device=memory.device).repeat(b)  # (B*C,): every candidate of every example
         return self._candidate_logp(memory, keys, prompts, rows, repeat=c).view(b, c)
@@ -358,8 +363,7 @@ class UnifiedVLM(VLModel):
         candidate is decoded (C times less decoder work than scoring every candidate).
         """
         text_inputs = self.encode_texts(texts) if not isinstance(texts, dict) else texts
-        embeddings, prompts = self.embed(pixels, text_inputs), self._prompts()
-        memory, keys = self.backbone.encode(embeddings.image, embeddings.text, embeddings.context["attention_mask"], prompts)
+        memory, keys, prompts = self._encode(self.embed(pixels, text_inputs))
         keep = targets != -100
         if not bool(keep.any()):
             return memory.sum() * 0.0
@@ -369,9 +373,7 @@ class UnifiedVLM(VLModel):
     @torch.no_grad()
     def generate(self, pixels: torch.Tensor, texts: Sequence[str], max_tokens: int | None = None) -> list[str]:
         """Free greedy decoding over the whole vocabulary (no candidate constraint)."""
-        prompts = self._prompts()
-        emb = self.embed(pixels, self.encode_texts(texts))
-        memory, keys = self.backbone.encode(emb.image, emb.text, emb.context["attention_mask"], prompts)
+        memory, keys, prompts = self._encode(self.embed(pixels, self.encode_texts(texts)))
         b = memory.shape[0]
         ids = torch.full((b, 1), self.tokenizer.cls_token_id, dtype=torch.long, device=memory.device)
         done = torch.zeros(b, dtype=torch.bool, device=memory.device)
