@@ -14,10 +14,10 @@ The MiniLM similarity of every candidate dominates the stock loop (~80% of its t
 encodes each candidate plus one copy of the original window per candidate. robustmm
 encodes each distinct window once per run, sorted by token count, and scores the model in
 calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
-advantage grows with N as questions repeat. Measured on the shipped finetuned model (GEGLU
-pair of 2026-11-23), 1 torch thread, 2-core machine otherwise idle: N=300: 3.4x (75.6 s vs
-22.5 s; success 25.3% both; identical texts 300/300; 0 of 275 substituted words [UNK]). On
-the previous shipped model: 3.7x and 3.6x (success 8.7% both, 299/300 identical, the other
+advantage grows with N as questions repeat. Measured on the shipped finetuned model (whole-image
+pretraining pair), 1 torch thread, 2-core machine otherwise idle: N=300: 3.2x (113.4 s vs
+35.9 s; success 22.0% both; identical texts 300/300; 0 of 289 substituted words [UNK]). On
+earlier shipped models: 3.4x, 3.7x and 3.6x (success 8.7% both, 299/300 identical, the other
 differing by a float-noise near-tie in the model's scores); N=30: 2.1x (30/30, success 6.7%
 both). Timings default to 1 thread: with torch's default 2 threads on a
 machine running a training job, the stock loop's many small forwards slowed down far more

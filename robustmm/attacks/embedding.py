@@ -8,7 +8,7 @@ FGSM step taken on the *embeddings* the encoder receives, not on pixels or words
   text-token embeddings (B, T, D), *before* position and type embeddings are added. For the
   built-in model the image ones are the convolutional stem's output and the text ones the
   projected frozen word vectors. The two scales differ: in the shipped built-in pair the image
-  coordinates have an RMS of about 1.2-1.3 and the text ones of 0.14 (base) to 0.23 (finetuned),
+  coordinates have an RMS of about 1.4-1.65 and the text ones of 0.20 (base) to 0.29 (finetuned),
   so one absolute eps is a much larger relative change for text than for image (as in the
   paper, which also used a single eps); ``embed-fgsm-rms`` takes the step relative to the RMS.
   ``info["image_rms"]`` / ``info["text_rms"]`` report each example's clean RMS (kept in the
@@ -100,7 +100,7 @@ class EmbeddingFGSM(Attack):
     Distance Measure : Linf (per embedding coordinate, raw embedding scale)
 
     Arguments (config):
-        eps (float): step per coordinate. (Default: 0.1, about half the text RMS of the shipped built-in pair)
+        eps (float): step per coordinate. (Default: 0.1, about half the text RMS of the shipped built-in base)
         target (str): which embeddings to perturb: ``image``, ``text`` or ``both``. (Default: both)
 
     Shape:

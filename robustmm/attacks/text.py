@@ -16,9 +16,9 @@ and text), sentence embeddings (per text), synonym lists (per word) and candidat
 ``textattack.Attack`` loop on the same parts, up to float noise in near-tied model scores
 (``benchmarks/bench_text.py``: 300/300 identical adversarial texts on the shipped pair,
 same success rate), with each distinct text encoded once per attack object where the stock
-loop encodes every candidate plus one copy of the original window per candidate: 3.4x the
-examples/s of the stock loop at 300 easy-VQA examples on the shipped pair (3.6-3.7x on the
-previous one), 2.1x at 30.
+loop encodes every candidate plus one copy of the original window per candidate: 3.2x the
+examples/s of the stock loop at 300 easy-VQA examples on the shipped pair (3.4-3.7x on
+earlier ones), 2.1x at 30.
 
 Search (Jin et al. 2020, https://arxiv.org/abs/1907.11932, Alg. 1): rank the modifiable
 words by how much deleting (``wir="delete"``) or UNK-ing (``wir="unk"``) them lowers the
