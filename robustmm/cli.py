@@ -173,7 +173,8 @@ def tune_recipe(
     for key, value in report["accuracy"].items():
         console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
                       f"({value['trainable_parameters']:,} trainable parameters)")
-    console.print(f"base image-text matching: {100 * report['base_matching_accuracy']:.1f}% (chance 50%)")
+    by_kind = ", ".join(f"{kind} {100 * value:.0f}%" for kind, value in report["base_matching"].items() if kind != "overall")
+    console.print(f"base image-text matching: {100 * report['base_matching_accuracy']:.1f}% (chance 50%; {by_kind})")
     console.print(f"training {report['train_seconds'] / 60:.1f} min; details in {out / 'recipe.json'}")
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     print(json.dumps({
         "variant": name, "overrides": overrides, "device": report["device"],
         "accuracy": {k: round(v["test_accuracy"], 4) for k, v in report["accuracy"].items()},
-        "base_matching_accuracy": round(report["base_matching_accuracy"], 4),
+        "base_matching": {k: round(v, 4) for k, v in report["base_matching"].items()},
         "final_loss": {k: round(v.get("final_loss") or 0.0, 4) for k, v in report["stages"].items()},
         "seconds": {k: round(v.get("seconds", 0.0), 1) for k, v in report["stages"].items()},
         "wall_seconds": round(time.perf_counter() - start, 1),

@@ -15,7 +15,7 @@ from robustmm.models.checkpoint import load_backbone, load_model
 from robustmm.models.pair import load_pair
 from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import CandidateTrie, UnifiedBackbone, UnifiedConfig
-from robustmm.tuning import OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair
+from robustmm.tuning import OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair, pretraining_texts
 
 from conftest import build_tiny_model
 
@@ -110,25 +110,47 @@ def test_pretraining_pairs_match_the_image_facts_and_mismatches_are_wrong():
     import random
 
     rng = random.Random(0)
-    forms = ("full", "color", "shape")
     seen = set()
+    changed = {"full": [], "color": [], "shape": []}  # per form: was the colour the wrong word?
     for _ in range(300):
-        for objective in OBJECTIVES:
-            text, target = pretraining_pair(objective, "circle", "red", rng, forms)
-            seen.add((objective, text))
-            if objective == "caption":
-                assert target == "a red circle"
-            elif objective.startswith("infill"):
-                assert "[MASK]" in text and target in ("red", "circle")
-            else:
-                caption = text.split('"')[1].split()
-                assert target == ("yes" if objective == "match" else "no")
-                truthful = all(word in ("a", "red", "circle", "shape") for word in caption)
-                assert truthful == (objective == "match"), text
+        for form in changed:
+            for objective in OBJECTIVES:
+                text, target = pretraining_pair(objective, "circle", "red", rng, form, color_share=0.75)
+                seen.add((objective, text))
+                if objective == "caption":
+                    assert target == "a red circle"
+                elif objective.startswith("infill"):
+                    assert "[MASK]" in text and target in ("red", "circle")
+                else:
+                    caption = text.split('"')[1].split()
+                    assert target == ("yes" if objective == "match" else "no")
+                    assert len(caption) == (2 if form == "shape" else 3) and (form == "color") == ("shape" in caption)
+                    truthful = all(word in ("a", "red", "circle", "shape") for word in caption)
+                    assert truthful == (objective == "match"), text
+                    if objective == "mismatch":
+                        changed[form].append(not {"red", "rectangle", "triangle"} & set(caption))
     mismatches = {text for objective, text in seen if objective == "mismatch"}
-    assert len(mismatches) >= 15  # drawn fresh: every wrong colour and shape across the three forms shows up
-    assert {'does the image describe " a red shape "?', 'does the image describe " a circle "?',
-            'does the image describe " a red circle "?'} <= {text for objective, text in seen if objective == "match"}
+    assert len(mismatches) == 7 + 2 + 7 + 2  # drawn fresh: every wrong colour and shape in every form
+    assert all(changed["color"]) and not any(changed["shape"])  # the one wrong word is a colour / a shape
+    assert 0.65 < sum(changed["full"]) / 300 < 0.85  # color_share of the wrong full captions change the colour
+
+
+@pytest.mark.parametrize("weights", [None, (0.5, 0.3, 0.2)])
+def test_pretraining_batches_pair_true_and_wrong_captions_in_one_form_when_weighted(weights):
+    import random
+
+    recipe = Recipe(match_form_weights=weights, mismatch_color_share=0.75)
+    facts = [("circle", "red"), ("triangle", "blue")] * 200
+    texts = pretraining_texts(facts, random.Random(0), recipe)
+    assert len(texts) == len(facts) * len(OBJECTIVES)
+    match, mismatch = OBJECTIVES.index("match"), OBJECTIVES.index("mismatch")
+    same_form = []
+    for start in range(0, len(texts), len(OBJECTIVES)):
+        true, wrong = (texts[start + k][0].split('"')[1].split() for k in (match, mismatch))
+        same_form.append(len(true) == len(wrong) and ("shape" in true) == ("shape" in wrong))
+        if same_form[-1]:
+            assert sum(a != b for a, b in zip(true, wrong)) == 1  # one wrong word
+    assert all(same_form) == (weights is not None)  # independent forms differ for about 2/3 of the images
 
 
 def test_bad_prompt_config():
