@@ -153,6 +153,27 @@ def test_pretraining_batches_pair_true_and_wrong_captions_in_one_form_when_weigh
     assert all(same_form) == (weights is not None)  # independent forms differ for about 2/3 of the images
 
 
+@pytest.mark.parametrize("always", ["yes", "no"])
+def test_matching_breakdown_scores_each_caption_kind_against_its_gold_answer(tiny_pair_dir, monkeypatch, always):
+    from robustmm import tuning
+
+    asked = []
+
+    def answer_always(model, images, texts, batch_size=256):
+        asked.extend(texts)
+        return [always] * len(texts)
+
+    monkeypatch.setattr(tuning, "predictions", answer_always)
+    result = tuning.matching_breakdown(tiny_pair_dir / "base")
+    true_kinds = {"full true", "color true", "shape true"}
+    wrong_kinds = {"full wrong color", "full wrong shape", "color wrong", "shape wrong"}
+    assert set(result) == true_kinds | wrong_kinds | {"overall"}
+    assert all(result[kind] == (always == "yes") for kind in true_kinds)
+    assert all(result[kind] == (always == "no") for kind in wrong_kinds)
+    assert result["overall"] == 0.5  # (full true + mean of the full wrong) / 2
+    assert len(asked) == 7 * len(tuning.pretraining_facts(split="test")[0])
+
+
 def test_bad_prompt_config():
     with pytest.raises(RobustMMError, match="style"):
         PromptConfig(style="lora")
