@@ -78,8 +78,9 @@ class Recipe:
     # form drawn with these weights; mismatch_color_share = share of wrong *full* captions whose
     # colour (not shape) is wrong. Colour-biased matching ((0.5, 0.3, 0.2), 0.75) made a base that
     # rejects 99.5% of wrong-colour full captions (this base: 25.8%) but only 33.5% of wrong-shape
-    # ones (88.2%). On it easy-VE finetuning at lr 3e-4 reached 96.7% (this base: 89.5%), but easy-VQA
-    # prompt tuning fell to 64.4% on the check subset (README, "How it was found"); it stays off.
+    # ones (88.2%). On it easy-VE finetuning at lr 3e-4 reached 96.7% (this base: 89.5%), but prompt
+    # tuning fell to 64.4% (easy-VQA, check subset) and 75.8% (easy-VE, test) (README, "How it was
+    # found"); it stays off.
     match_forms: tuple[str, ...] = ("full", "color", "shape")
     match_form_weights: tuple[float, ...] | None = None
     mismatch_color_share: float = 0.5
