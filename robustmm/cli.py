@@ -123,6 +123,44 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run folder (holds
     console.print(f"report: {rerender(run_dir)}")
 
 
+@app.command("compare")
+def compare_command(
+    run_a: Path = typer.Argument(..., help="Run folder A (holds records.jsonl)."),
+    run_b: Path = typer.Argument(..., help="Run folder B, made with the same datasets, attacks and seed."),
+    member: str = typer.Option("finetune", help="Member of run A to compare: finetune or prompt."),
+    member_b: Optional[str] = typer.Option(None, "--member-b", help="Member of run B (default: the same as --member)."),
+    out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: compare-A-vs-B.md beside run B)."),
+) -> None:
+    """Compare one member of run A with one of run B on the same examples and attacks (paired)."""
+    from robustmm.compare import compare_runs, dataset_verdict, load_run, render_comparison
+
+    for m in (member, member_b):
+        if m is not None and m not in ("prompt", "finetune"):
+            raise RobustMMError(f"Member '{m}' is not one of: prompt, finetune.")
+    member_b = member_b or member
+    labels = (f"{run_a.name}/{member}", f"{run_b.name}/{member_b}")
+    if labels[0] == labels[1]:
+        labels = (f"A:{labels[0]}", f"B:{labels[1]}")
+    out = out or run_b.parent / f"compare-{run_a.name}-vs-{run_b.name}.md"
+    if out.suffix != ".md":
+        raise RobustMMError(f"--out {out} must name a .md file.")
+    rows, only = compare_runs(load_run(run_a), load_run(run_b), member, member_b, labels)
+    table = Table(title=f"{labels[0]} (A) vs {labels[1]} (B): clean → robust accuracy (%)")
+    for column in ("dataset", "attack", "eps", "A", "B", "drop diff B−A (pts)", "significant"):
+        table.add_column(column)
+    from robustmm.report import format_eps
+
+    for c in rows:
+        table.add_row(c.dataset, c.attack, format_eps(c), f"{100 * c.a.clean_accuracy:.1f} → {100 * c.a.robust_accuracy:.1f}",
+                      f"{100 * c.b.clean_accuracy:.1f} → {100 * c.b.robust_accuracy:.1f}", f"{100 * c.drop_difference:+.1f}",
+                      "yes" if c.significant else "no")
+    console.print(table)
+    for task, dataset in sorted({(c.task, c.dataset) for c in rows}):
+        console.print(f"[bold]{dataset}[/]: {dataset_verdict([c for c in rows if c.dataset == dataset], labels)}", highlight=False)
+    command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    console.print(f"report: {render_comparison(rows, only, labels, out, command)}")
+
+
 @app.command("list")
 def list_command() -> None:
     """Show the attacks, presets, datasets and model pairs robustmm knows."""

@@ -158,18 +158,30 @@ def summarize(records: Sequence[AttackRecord], seed: int = 0) -> Summary:
             continue
         p_rows = [by_member["prompt"][i] for i in shared]
         f_rows = [by_member["finetune"][i] for i in shared]
-        both = {i for i, a, b in zip(shared, p_rows, f_rows) if a.clean_score >= CORRECT and b.clean_score >= CORRECT}
-        p_drop = [a.clean_score - a.adv_score for a in p_rows]
-        f_drop = [b.clean_score - b.adv_score for b in f_rows]
+        prompt, finetune, difference, ci, test = paired_stats(("prompt", p_rows), ("finetune", f_rows), seed)
         first = p_rows[0]
         comparisons.append(Comparison(
             task=task, dataset=dataset, attack=first.attack, attack_key=key, modality=first.modality, eps=first.eps,
-            prompt=_member_stats("prompt", p_rows, both, seed), finetune=_member_stats("finetune", f_rows, both, seed),
-            drop_difference=metrics.mean(f_drop) - metrics.mean(p_drop),
-            drop_difference_ci=metrics.paired_bootstrap_ci(f_drop, p_drop, seed=seed),
-            mcnemar=metrics.mcnemar([a.adv_score >= CORRECT for a in p_rows], [b.adv_score >= CORRECT for b in f_rows]),
+            prompt=prompt, finetune=finetune, drop_difference=difference, drop_difference_ci=ci, mcnemar=test,
         ))
     return Summary(comparisons, list(records))
+
+
+def paired_stats(a: tuple[str, Sequence[AttackRecord]], b: tuple[str, Sequence[AttackRecord]], seed: int = 0
+                 ) -> tuple[MemberStats, MemberStats, float, tuple[float, float], dict]:
+    """Compare two (label, rows) on the same examples (row i of ``a`` and of ``b`` = one example).
+
+    Returns both MemberStats (ASR over the examples both got right clean), the paired drop
+    difference mean(drop_b) - mean(drop_a) in [-1, 1] with its paired bootstrap 95% CI, and
+    McNemar's exact test on robust correctness (a_only = only ``a`` right).
+    """
+    (label_a, rows_a), (label_b, rows_b) = a, b
+    both = {x.example_id for x, y in zip(rows_a, rows_b, strict=True) if x.clean_score >= CORRECT and y.clean_score >= CORRECT}
+    drop_a = [r.clean_score - r.adv_score for r in rows_a]
+    drop_b = [r.clean_score - r.adv_score for r in rows_b]
+    return (_member_stats(label_a, rows_a, both, seed), _member_stats(label_b, rows_b, both, seed),
+            metrics.mean(drop_b) - metrics.mean(drop_a), metrics.paired_bootstrap_ci(drop_b, drop_a, seed=seed),
+            metrics.mcnemar([r.adv_score >= CORRECT for r in rows_a], [r.adv_score >= CORRECT for r in rows_b]))
 
 
 def _order(key: tuple, by_member) -> tuple:

@@ -1,0 +1,168 @@
+"""Two runs -> one member of each compared on the same examples and attacks (``robustmm compare``).
+
+Answers questions such as "is the member finetuned at lr 3e-4 less robust than the one
+finetuned at 1e-3?". For every (dataset, attack configuration) that both runs hold, the chosen
+member of run A and of run B are paired by example: same example id, same clean input and
+answers. Per setting: both members' clean and robust accuracy, the paired drop difference
+(B minus A) with its 95% bootstrap CI, and McNemar's exact test on robust correctness.
+Every number comes from the two ``records.jsonl`` files. The markdown (and a JSON twin) is
+written to temporary files and renamed into place, so a failure leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from robustmm.errors import RobustMMError
+from robustmm.records import RecordStore
+from robustmm.report import format_eps, md_escape
+from robustmm.summary import MemberStats, paired_stats
+from robustmm.types import AttackRecord
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Member A (of run A) vs member B (of run B) under one attack configuration on one dataset."""
+
+    task: str
+    dataset: str
+    attack: str
+    attack_key: str
+    modality: str
+    eps: float | None
+    a: MemberStats
+    b: MemberStats
+    drop_difference: float  # B's drop - A's drop in [-1, 1] (> 0: B degraded more)
+    drop_difference_ci: tuple[float, float]
+    mcnemar: dict  # robust correctness: a_only = only A right, b_only = only B right
+
+    @property
+    def significant(self) -> bool:
+        low, high = self.drop_difference_ci
+        return low > 0 or high < 0
+
+
+def load_run(run_dir: str | Path) -> list[AttackRecord]:
+    """The records of a run folder; one clear error if it has none."""
+    path = Path(run_dir) / "records.jsonl"
+    if not path.is_file():
+        raise RobustMMError(f"Run folder {run_dir} has no records.jsonl.")
+    records = RecordStore(path).load()
+    if not records:
+        raise RobustMMError(f"{path} holds no records.")
+    return records
+
+
+def _by_setting(records: list[AttackRecord], member: str) -> dict[tuple, dict[str, AttackRecord]]:
+    out: dict[tuple, dict[str, AttackRecord]] = defaultdict(dict)
+    for r in records:
+        if r.member == member:
+            out[(r.task, r.dataset, r.attack_key)][r.example_id] = r
+    return out
+
+
+def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], member_a: str = "finetune",
+                 member_b: str | None = None, labels: tuple[str, str] = ("A", "B"), seed: int = 0
+                 ) -> tuple[list[RunComparison], list[tuple[str, str, str]]]:
+    """Pair ``member_a`` of run A with ``member_b`` (default: the same member) of run B.
+
+    Returns the comparisons (one per shared setting, ordered by dataset, attack and ε) and the
+    settings not compared, as (dataset, attack_key, "only in A" / "only in B" / "no shared examples"). Raises
+    ``RobustMMError`` if the runs share no setting, or if an example id carries different
+    inputs in the two runs (they were made from different data).
+    """
+    member_b = member_b or member_a
+    groups_a, groups_b = _by_setting(records_a, member_a), _by_setting(records_b, member_b)
+    for member, groups, label in ((member_a, groups_a, labels[0]), (member_b, groups_b, labels[1])):
+        if not groups:
+            raise RobustMMError(f"Run {label} has no records of member '{member}' (members are 'prompt' and 'finetune').")
+    rows, only = [], []
+    for key in sorted(set(groups_a) | set(groups_b)):
+        if key not in groups_a or key not in groups_b:
+            only.append((key[1], key[2], f"only in {'A' if key in groups_a else 'B'}"))
+            continue
+        a, b = groups_a[key], groups_b[key]
+        shared = [i for i in a if i in b]  # run A's record order, as `summarize` keeps it
+        for i in shared:
+            if (a[i].text, a[i].answers) != (b[i].text, b[i].answers):
+                raise RobustMMError(f"Example {i} of {key[1]} has different inputs in runs {labels[0]} and {labels[1]}; "
+                                    "they were made from different data and cannot be paired.")
+        if not shared:
+            only.append((key[1], key[2], "no shared examples"))
+            continue
+        rows_a, rows_b = [a[i] for i in shared], [b[i] for i in shared]
+        stats_a, stats_b, difference, ci, test = paired_stats((labels[0], rows_a), (labels[1], rows_b), seed)
+        first = rows_a[0]
+        rows.append(RunComparison(task=key[0], dataset=key[1], attack=first.attack, attack_key=key[2],
+                                  modality=first.modality, eps=first.eps, a=stats_a, b=stats_b,
+                                  drop_difference=difference, drop_difference_ci=ci, mcnemar=test))
+    if not rows:
+        raise RobustMMError(f"Runs {labels[0]} and {labels[1]} share no attack setting with examples of both members; "
+                            "compare runs made with the same datasets, attacks and seed.")
+    rows.sort(key=lambda c: (c.task, c.dataset, c.attack, c.eps if c.eps is not None else -1.0, c.attack_key))
+    return rows, only
+
+
+def dataset_verdict(rows: list[RunComparison], labels: tuple[str, str]) -> str:
+    """One sentence per dataset: in how many settings B degraded more than A, and how many significantly."""
+    more = [c for c in rows if c.drop_difference > 0]
+    less = [c for c in rows if c.drop_difference < 0]
+    return (f"{labels[1]} dropped more than {labels[0]} under {len(more)} and less under {len(less)} of {len(rows)} "
+            f"attack settings; significantly more (paired bootstrap 95% CI above 0) under "
+            f"{sum(c.significant for c in more)} and significantly less under {sum(c.significant for c in less)}.")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]], labels: tuple[str, str], out: str | Path,
+                      command: str = "") -> Path:
+    """Write the comparison as markdown to ``out`` (and ``out`` with suffix .json); return ``out``."""
+    out = Path(out)
+    a, b = (md_escape(x) for x in labels)
+    lines = [f"# robustmm comparison: {a} vs {b}", "",
+             f"The same attacks on the same examples: **A** = {a} (model `{md_escape(rows[0].a.model)}`), "
+             f"**B** = {b} (model `{md_escape(rows[0].b.model)}`). Accuracies in %; "
+             "\"drop\" is clean minus robust accuracy; the drop difference is B's drop minus A's "
+             "(> 0: B degraded more) with a paired 95% bootstrap CI over examples; McNemar's exact test compares "
+             "robust correctness.", "", "## Verdicts", ""]
+    datasets = sorted({(c.task, c.dataset) for c in rows})
+    for task, dataset in datasets:
+        lines.append(f"- **{md_escape(dataset)}** ({task}): "
+                     f"{dataset_verdict([c for c in rows if c.dataset == dataset and c.task == task], labels)}")
+    lines.append("")
+    for task, dataset in datasets:
+        shown = [c for c in rows if c.dataset == dataset and c.task == task]
+        lines += [f"## {md_escape(dataset)} ({task})", "", f"{shown[0].a.n} shared examples per attack.", "",
+                  "| attack | ε | A clean → robust | A drop | B clean → robust | B drop | drop difference B − A (pts) [95% CI] | significant | McNemar: only A right / only B right | McNemar p |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in shown:
+            lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {_pct(c.a.clean_accuracy)} → {_pct(c.a.robust_accuracy)} | "
+                         f"{_pct(c.a.absolute_drop)} | {_pct(c.b.clean_accuracy)} → {_pct(c.b.robust_accuracy)} | "
+                         f"{_pct(c.b.absolute_drop)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
+                         f"{100 * c.drop_difference_ci[1]:+.1f}] | {'yes' if c.significant else 'no'} | "
+                         f"{c.mcnemar['a_only']} / {c.mcnemar['b_only']} | {c.mcnemar['p_value']:.3g} |")
+        lines.append("")
+    if only:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for dataset, _, reason in only:
+            counts[(dataset, reason)] += 1
+        lines += ["Not compared (the keys are in the JSON twin of this file):", ""]
+        lines += [f"- {md_escape(d)}: {n} attack setting{'s' if n != 1 else ''} {reason}" for (d, reason), n in sorted(counts.items())]
+        lines.append("")
+    lines += ["## Reproduce", "", "```", command, "```", "",
+              "Every number above is computed from the two runs' `records.jsonl`.", ""]
+    data = {"labels": list(labels), "command": command,
+            "not_compared": [{"dataset": d, "attack_key": k, "reason": r} for d, k, r in only],
+            "comparisons": [asdict(c) | {"significant": c.significant} for c in rows]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out.with_suffix(".json"), json.dumps(data, indent=2, default=str) + "\n"), (out, "\n".join(lines))):
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return out

@@ -1,0 +1,94 @@
+"""`robustmm compare`: one member of two runs paired on the same examples and attacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from robustmm.compare import compare_runs
+from robustmm.errors import RobustMMError
+from robustmm.records import RecordStore
+from robustmm.summary import summarize
+from robustmm.types import AttackRecord, Status
+
+
+def _record(member, key, example, clean, adv, dataset="easy-vqa", text=None):
+    return AttackRecord(run="r", task="vqa", dataset=dataset, member=member, model=f"m-{member}", attack=key.split("(")[0],
+                        attack_key=key, modality="image", eps=0.1, example_id=example, answers=("yes",),
+                        text=text or f"question {example}?", adv_text=text or f"question {example}?", clean_prediction="yes",
+                        adv_prediction="yes" if adv else "no", clean_score=float(clean), adv_score=float(adv),
+                        status=Status.FAILED if adv else Status.SUCCEEDED)
+
+
+def _run(folder, rows):
+    """rows: (member, attack_key, example, clean, adv, ...) -> a run folder holding records.jsonl."""
+    RecordStore(folder / "records.jsonl").append([_record(*row) for row in rows])
+    return folder
+
+
+# run A: finetune robust on e0..e9 except e0; run B: finetune broken on e0..e5 (6 of 10)
+A_ROWS = [("finetune", "fgsm(eps=0.1)", f"e{i}", 1, i != 0) for i in range(10)]
+B_ROWS = [("finetune", "fgsm(eps=0.1)", f"e{i}", 1, i >= 6) for i in range(10)]
+
+
+def test_numbers_are_recomputed_from_both_runs_records(tmp_path):
+    extra_a = [("finetune", "pgd(eps=0.1)", "e0", 1, 1)]  # only in A
+    a = RecordStore(_run(tmp_path / "a", A_ROWS + extra_a) / "records.jsonl").load()
+    b = RecordStore(_run(tmp_path / "b", B_ROWS + [("prompt", "fgsm(eps=0.1)", "e0", 1, 1)]) / "records.jsonl").load()
+    rows, only = compare_runs(a, b, "finetune")
+    (c,) = rows
+    assert (c.a.n, c.b.n) == (10, 10)
+    assert c.a.robust_accuracy == pytest.approx(0.9) and c.b.robust_accuracy == pytest.approx(0.4)
+    assert c.drop_difference == pytest.approx(0.6 - 0.1)
+    assert c.mcnemar["a_only"] == 5 and c.mcnemar["b_only"] == 0
+    assert c.drop_difference_ci[0] > 0 and c.significant
+    assert only == [("easy-vqa", "pgd(eps=0.1)", "only in A")]
+
+
+def test_the_same_run_twice_matches_its_own_summary(tmp_path):
+    rows = [(m, "fgsm(eps=0.1)", f"e{i}", i % 4 != 0, (i + (m == "prompt")) % 3 == 0) for m in ("prompt", "finetune") for i in range(30)]
+    records = RecordStore(_run(tmp_path / "a", rows) / "records.jsonl").load()
+    (within,) = summarize(records).comparisons
+    (c,) = compare_runs(records, records, "prompt", "finetune")[0]
+    assert c.drop_difference == pytest.approx(within.drop_difference)
+    assert c.drop_difference_ci == pytest.approx(within.drop_difference_ci)
+    assert c.mcnemar == within.mcnemar
+
+
+def test_runs_made_from_different_data_or_members_are_refused(tmp_path):
+    a = [_record(*row) for row in A_ROWS]
+    changed = [_record("finetune", "fgsm(eps=0.1)", "e0", 1, 1, text="another question?")]
+    with pytest.raises(RobustMMError, match="different inputs"):
+        compare_runs(a, changed, "finetune")
+    with pytest.raises(RobustMMError, match="no records of member 'prompt'"):
+        compare_runs(a, a, "prompt")
+    other = [_record("finetune", "fgsm(eps=0.1)", "e0", 1, 1, dataset="easy-ve")]
+    with pytest.raises(RobustMMError, match="share no attack setting"):
+        compare_runs(a, other, "finetune")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "robustmm.cli", "compare", *map(str, args)], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300)
+
+
+def test_cli_writes_markdown_and_json_and_refuses_bad_input(tmp_path):
+    a, b = _run(tmp_path / "a", A_ROWS), _run(tmp_path / "b", B_ROWS)
+    result = _cli(a, b)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "compare-a-vs-b.md").read_text()
+    assert "| fgsm | 25.5/255 | 100.0 → 90.0 | 10.0 | 100.0 → 40.0 | 60.0 | +50.0 [" in report
+    assert "significantly more (paired bootstrap 95% CI above 0) under 1" in report
+    data = json.loads((tmp_path / "compare-a-vs-b.json").read_text())
+    assert data["comparisons"][0]["mcnemar"] == {"a_only": 5, "b_only": 0, "p_value": pytest.approx(0.0625)}
+
+    for args, message in (((a, tmp_path / "nope"), "has no records.jsonl"),
+                          ((a, b, "--member", "base"), "is not one of"),
+                          ((a, b, "--out", tmp_path / "x.txt"), "must name a .md file")):
+        bad = _cli(*args)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.txt").exists()
