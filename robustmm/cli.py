@@ -138,6 +138,7 @@ def compare_command(
         if m is not None and m not in ("prompt", "finetune"):
             raise RobustMMError(f"Member '{m}' is not one of: prompt, finetune.")
     member_b = member_b or member
+    run_a, run_b = run_a.resolve(), run_b.resolve()
     labels = (f"{run_a.name}/{member}", f"{run_b.name}/{member_b}")
     if labels[0] == labels[1]:
         labels = (f"A:{labels[0]}", f"B:{labels[1]}")
@@ -156,7 +157,7 @@ def compare_command(
                       "yes" if c.significant else "no")
     console.print(table)
     for task, dataset in sorted({(c.task, c.dataset) for c in rows}):
-        console.print(f"[bold]{dataset}[/]: {dataset_verdict([c for c in rows if c.dataset == dataset], labels)}", highlight=False)
+        console.print(f"[bold]{dataset}[/]: {dataset_verdict([c for c in rows if (c.task, c.dataset) == (task, dataset)], labels)}", highlight=False)
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     console.print(f"report: {render_comparison(rows, only, labels, out, command)}")
 

@@ -160,9 +160,12 @@ def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]
     data = {"labels": list(labels), "command": command,
             "not_compared": [{"dataset": d, "attack_key": k, "reason": r} for d, k, r in only],
             "comparisons": [asdict(c) | {"significant": c.significant} for c in rows]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out.with_suffix(".json"), json.dumps(data, indent=2, default=str) + "\n"), (out, "\n".join(lines))):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for path, text in ((out.with_suffix(".json"), json.dumps(data, indent=2, default=str) + "\n"), (out, "\n".join(lines))):
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+    except OSError as err:
+        raise RobustMMError(f"Cannot write the comparison to {out}: {err.strerror or err}.") from err
     return out

@@ -88,7 +88,8 @@ def test_cli_writes_markdown_and_json_and_refuses_bad_input(tmp_path):
 
     for args, message in (((a, tmp_path / "nope"), "has no records.jsonl"),
                           ((a, b, "--member", "base"), "is not one of"),
-                          ((a, b, "--out", tmp_path / "x.txt"), "must name a .md file")):
+                          ((a, b, "--out", tmp_path / "x.txt"), "must name a .md file"),
+                          ((a, b, "--out", tmp_path / "a" / "records.jsonl" / "c.md"), "Cannot write the comparison")):
         bad = _cli(*args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.txt").exists()
