@@ -132,7 +132,8 @@ def compare_command(
     out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: compare-A-vs-B.md beside run B)."),
 ) -> None:
     """Compare one member of run A with one of run B on the same examples and attacks (paired)."""
-    from robustmm.compare import compare_runs, dataset_verdict, load_run, render_comparison
+    from robustmm.compare import compare_runs, dataset_verdict, render_comparison
+    from robustmm.records import load_run
 
     for m in (member, member_b):
         if m is not None and m not in ("prompt", "finetune"):

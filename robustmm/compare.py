@@ -18,43 +18,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from robustmm.errors import RobustMMError
-from robustmm.records import RecordStore
-from robustmm.report import format_eps, md_escape
-from robustmm.summary import MemberStats, paired_stats
+from robustmm.report import format_eps, md_escape, percent
+from robustmm.summary import MemberStats, PairedSetting, paired_stats
 from robustmm.types import AttackRecord
 
 
 @dataclass(frozen=True)
-class RunComparison:
+class RunComparison(PairedSetting):
     """Member A (of run A) vs member B (of run B) under one attack configuration on one dataset."""
 
-    task: str
-    dataset: str
-    attack: str
-    attack_key: str
-    modality: str
-    eps: float | None
     a: MemberStats
     b: MemberStats
     drop_difference: float  # B's drop - A's drop in [-1, 1] (> 0: B degraded more)
     drop_difference_ci: tuple[float, float]
     mcnemar: dict  # robust correctness: a_only = only A right, b_only = only B right
-
-    @property
-    def significant(self) -> bool:
-        low, high = self.drop_difference_ci
-        return low > 0 or high < 0
-
-
-def load_run(run_dir: str | Path) -> list[AttackRecord]:
-    """The records of a run folder; one clear error if it has none."""
-    path = Path(run_dir) / "records.jsonl"
-    if not path.is_file():
-        raise RobustMMError(f"Run folder {run_dir} has no records.jsonl.")
-    records = RecordStore(path).load()
-    if not records:
-        raise RobustMMError(f"{path} holds no records.")
-    return records
 
 
 def _by_setting(records: list[AttackRecord], member: str) -> dict[tuple, dict[str, AttackRecord]]:
@@ -116,10 +93,6 @@ def dataset_verdict(rows: list[RunComparison], labels: tuple[str, str]) -> str:
             f"{sum(c.significant for c in more)} and significantly less under {sum(c.significant for c in less)}.")
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
 def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]], labels: tuple[str, str], out: str | Path,
                       command: str = "") -> Path:
     """Write the comparison as markdown to ``out`` (and ``out`` with suffix .json); return ``out``."""
@@ -142,9 +115,9 @@ def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]
                   "| attack | ε | A clean → robust | A drop | B clean → robust | B drop | drop difference B − A (pts) [95% CI] | significant | McNemar: only A right / only B right | McNemar p |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for c in shown:
-            lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {_pct(c.a.clean_accuracy)} → {_pct(c.a.robust_accuracy)} | "
-                         f"{_pct(c.a.absolute_drop)} | {_pct(c.b.clean_accuracy)} → {_pct(c.b.robust_accuracy)} | "
-                         f"{_pct(c.b.absolute_drop)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
+            lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {percent(c.a.clean_accuracy)} → {percent(c.a.robust_accuracy)} | "
+                         f"{percent(c.a.absolute_drop)} | {percent(c.b.clean_accuracy)} → {percent(c.b.robust_accuracy)} | "
+                         f"{percent(c.b.absolute_drop)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
                          f"{100 * c.drop_difference_ci[1]:+.1f}] | {'yes' if c.significant else 'no'} | "
                          f"{c.mcnemar['a_only']} / {c.mcnemar['b_only']} | {c.mcnemar['p_value']:.3g} |")
         lines.append("")

@@ -166,17 +166,12 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
 
 def rerender(run_dir: str | Path) -> Path:
     """Re-render a run folder's report from its stored records and meta."""
-    from robustmm.records import RecordStore
+    from robustmm.records import load_run
     from robustmm.report import render
     from robustmm.summary import summarize
 
     run_dir = Path(run_dir)
-    records_path = run_dir / "records.jsonl"
-    if not records_path.is_file():
-        raise RobustMMError(f"Run folder {run_dir} has no records.jsonl.")
-    records = RecordStore(records_path).load()
-    if not records:
-        raise RobustMMError(f"{records_path} holds no records.")
+    records = load_run(run_dir)
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"run": run_dir.name}
     seed = int(meta.get("seed", 0))

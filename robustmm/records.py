@@ -57,3 +57,14 @@ class RecordStore:
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text("".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in records), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def load_run(run_dir: str | Path) -> list[AttackRecord]:
+    """The records of a run folder (its ``records.jsonl``); one clear error if there are none."""
+    path = Path(run_dir) / "records.jsonl"
+    if not path.is_file():
+        raise RobustMMError(f"Run folder {run_dir} has no records.jsonl.")
+    records = RecordStore(path).load()
+    if not records:
+        raise RobustMMError(f"{path} holds no records.")
+    return records

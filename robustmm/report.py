@@ -25,12 +25,13 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\r", " ").replace("\n", " "))
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share in [0, 1] as a percentage with one decimal; '–' for None / NaN."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
 def _ci(ci: tuple[float, float]) -> str:
-    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
+    return f"[{percent(ci[0])}, {percent(ci[1])}]"
 
 
 def format_eps(c: Comparison) -> str:
@@ -63,9 +64,9 @@ def comparison_table(rows: list[Comparison]) -> list[str]:
     for c in rows:
         for s in (c.prompt, c.finetune):
             lines.append(
-                f"| {md_escape(c.attack)} | {format_eps(c)} | {_label(s.member)} | {_pct(s.clean_accuracy)} {_ci(s.clean_ci)} | "
-                f"{_pct(s.robust_accuracy)} {_ci(s.robust_ci)} | {_pct(s.absolute_drop)} | {_pct(s.relative_drop)}% | "
-                f"{_pct(s.success_rate_both_correct)}% (n={s.n_both_correct}) | {_perturbation(s, c.modality)} | "
+                f"| {md_escape(c.attack)} | {format_eps(c)} | {_label(s.member)} | {percent(s.clean_accuracy)} {_ci(s.clean_ci)} | "
+                f"{percent(s.robust_accuracy)} {_ci(s.robust_ci)} | {percent(s.absolute_drop)} | {percent(s.relative_drop)}% | "
+                f"{percent(s.success_rate_both_correct)}% (n={s.n_both_correct}) | {_perturbation(s, c.modality)} | "
                 f"{s.mean_queries:.1f} | {s.mean_seconds:.3f} |"
             )
     return lines

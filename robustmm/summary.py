@@ -53,8 +53,9 @@ class MemberStats:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Prompt-tuned vs finetuned under one attack configuration on one dataset."""
+class PairedSetting:
+    """One attack configuration on one dataset; subclasses add the two members compared on it and
+    ``drop_difference_ci``, the paired bootstrap CI of their drop difference."""
 
     task: str
     dataset: str
@@ -62,16 +63,22 @@ class Comparison:
     attack_key: str
     modality: str
     eps: float | None
-    prompt: MemberStats
-    finetune: MemberStats
-    drop_difference: float  # finetune drop - prompt drop (> 0: prompt tuning degraded less)
-    drop_difference_ci: tuple[float, float]
-    mcnemar: dict  # robust correctness: a_only = prompt only right, b_only = finetune only right
 
     @property
     def significant(self) -> bool:
         low, high = self.drop_difference_ci
         return low > 0 or high < 0
+
+
+@dataclass(frozen=True)
+class Comparison(PairedSetting):
+    """Prompt-tuned vs finetuned under one attack configuration on one dataset."""
+
+    prompt: MemberStats
+    finetune: MemberStats
+    drop_difference: float  # finetune drop - prompt drop (> 0: prompt tuning degraded less)
+    drop_difference_ci: tuple[float, float]
+    mcnemar: dict  # robust correctness: a_only = prompt only right, b_only = finetune only right
 
     def verdict(self) -> str:
         """One sentence: which member degraded less, and whether the difference is significant."""
