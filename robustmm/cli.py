@@ -163,6 +163,48 @@ def compare_command(
     console.print(f"report: {render_comparison(rows, only, labels, out, command)}")
 
 
+@app.command("pool")
+def pool_command(
+    runs: Optional[List[Path]] = typer.Argument(None, help="Run folders whose prompt-tuned AND finetuned members are pooled (e.g. one per seed)."),
+    prompt_from: Optional[List[Path]] = typer.Option(None, "--prompt-from", help="Run folder whose prompt-tuned member only is pooled (repeatable)."),
+    finetune_from: Optional[List[Path]] = typer.Option(None, "--finetune-from", help="Run folder whose finetuned member only is pooled (repeatable)."),
+    out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: pool-RUN-....md beside the first run)."),
+) -> None:
+    """Pool runs of differently seeded members into one prompt-vs-finetune verdict per attack."""
+    from robustmm.pool import dataset_verdict, members_of, pool_members, render_pool
+    from robustmm.records import load_run
+    from robustmm.report import format_eps
+
+    folders = [p.resolve() for p in (*(runs or ()), *(prompt_from or ()), *(finetune_from or ()))]
+    if not folders:
+        raise RobustMMError("Give run folders to pool (RUN..., --prompt-from RUN, --finetune-from RUN).")
+    loaded = {f: load_run(f) for f in folders}
+    members = members_of([(p.resolve().name, loaded[p.resolve()]) for p in runs or ()],
+                         [(p.resolve().name, loaded[p.resolve()]) for p in prompt_from or ()],
+                         [(p.resolve().name, loaded[p.resolve()]) for p in finetune_from or ()])
+    names = list(dict.fromkeys(f.name for f in folders))
+    stem = "+".join(names) if len("+".join(names)) <= 120 else f"{names[0]}+{len(names) - 1}-more"
+    out = out or folders[0].parent / f"pool-{stem}.md"
+    if out.suffix != ".md":
+        raise RobustMMError(f"--out {out} must name a .md file.")
+    rows, left_out = pool_members(members)
+    n_prompt = sum(m.member == "prompt" for m in members)
+    table = Table(title=f"{n_prompt} prompt-tuned vs {len(members) - n_prompt} finetuned members: accuracy drop (points)")
+    for column in ("dataset", "attack", "eps", "prompt-tuned drops", "finetuned drops", "pooled F−P [95% CI]", "significant"):
+        table.add_column(column)
+    for c in rows:
+        table.add_row(c.dataset, c.attack, format_eps(c), " / ".join(f"{100 * d:.0f}" for d in c.prompt_drops),
+                      " / ".join(f"{100 * d:.0f}" for d in c.finetune_drops),
+                      f"{100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, {100 * c.drop_difference_ci[1]:+.1f}]",
+                      "yes" if c.significant else "no")
+    console.print(table)
+    for task, dataset in sorted({(c.task, c.dataset) for c in rows}):
+        shown = [c for c in rows if (c.task, c.dataset) == (task, dataset)]
+        console.print(f"[bold]{dataset}[/]: {dataset_verdict(shown, n_prompt, len(members) - n_prompt)}", highlight=False)
+    command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    console.print(f"report: {render_pool(rows, left_out, members, out, command)}")
+
+
 @app.command("list")
 def list_command() -> None:
     """Show the attacks, presets, datasets and model pairs robustmm knows."""

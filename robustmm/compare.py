@@ -11,14 +11,12 @@ written to temporary files and renamed into place, so a failure leaves no half-w
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from robustmm.errors import RobustMMError
-from robustmm.report import format_eps, md_escape, percent
+from robustmm.report import format_eps, md_escape, percent, write_markdown_and_json
 from robustmm.summary import MemberStats, PairedSetting, paired_stats
 from robustmm.types import AttackRecord
 
@@ -34,12 +32,26 @@ class RunComparison(PairedSetting):
     mcnemar: dict  # robust correctness: a_only = only A right, b_only = only B right
 
 
-def _by_setting(records: list[AttackRecord], member: str) -> dict[tuple, dict[str, AttackRecord]]:
+def by_setting(records: list[AttackRecord], member: str) -> dict[tuple, dict[str, AttackRecord]]:
+    """``member``'s records as {(task, dataset, attack_key): {example_id: record}}."""
     out: dict[tuple, dict[str, AttackRecord]] = defaultdict(dict)
     for r in records:
         if r.member == member:
             out[(r.task, r.dataset, r.attack_key)][r.example_id] = r
     return out
+
+
+def shared_examples(groups: list[dict[str, AttackRecord]], labels: list[str], dataset: str) -> list[str]:
+    """Example ids held by every group ({example_id: record} of one setting), in the first group's record
+    order (as ``summarize`` keeps it). Raises ``RobustMMError`` if an id carries different inputs in two groups."""
+    first, *others = groups
+    ids = [i for i in first if all(i in g for g in others)]
+    for i in ids:
+        for g, label in zip(others, labels[1:]):
+            if (g[i].text, g[i].answers) != (first[i].text, first[i].answers):
+                raise RobustMMError(f"Example {i} of {dataset} has different inputs in {labels[0]} and {label}; "
+                                    "they were made from different data and cannot be paired.")
+    return ids
 
 
 def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], member_a: str = "finetune",
@@ -53,7 +65,7 @@ def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], m
     inputs in the two runs (they were made from different data).
     """
     member_b = member_b or member_a
-    groups_a, groups_b = _by_setting(records_a, member_a), _by_setting(records_b, member_b)
+    groups_a, groups_b = by_setting(records_a, member_a), by_setting(records_b, member_b)
     for member, groups, label in ((member_a, groups_a, labels[0]), (member_b, groups_b, labels[1])):
         if not groups:
             raise RobustMMError(f"Run {label} has no records of member '{member}' (members are 'prompt' and 'finetune').")
@@ -63,11 +75,7 @@ def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], m
             only.append((key[1], key[2], f"only in {'A' if key in groups_a else 'B'}"))
             continue
         a, b = groups_a[key], groups_b[key]
-        shared = [i for i in a if i in b]  # run A's record order, as `summarize` keeps it
-        for i in shared:
-            if (a[i].text, a[i].answers) != (b[i].text, b[i].answers):
-                raise RobustMMError(f"Example {i} of {key[1]} has different inputs in runs {labels[0]} and {labels[1]}; "
-                                    "they were made from different data and cannot be paired.")
+        shared = shared_examples([a, b], [f"run {labels[0]}", f"run {labels[1]}"], key[1])
         if not shared:
             only.append((key[1], key[2], "no shared examples"))
             continue
@@ -133,12 +141,4 @@ def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]
     data = {"labels": list(labels), "command": command,
             "not_compared": [{"dataset": d, "attack_key": k, "reason": r} for d, k, r in only],
             "comparisons": [asdict(c) | {"significant": c.significant} for c in rows]}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for path, text in ((out.with_suffix(".json"), json.dumps(data, indent=2, default=str) + "\n"), (out, "\n".join(lines))):
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-    except OSError as err:
-        raise RobustMMError(f"Cannot write the comparison to {out}: {err.strerror or err}.") from err
-    return out
+    return write_markdown_and_json(out, "\n".join(lines), data, "comparison")

@@ -200,6 +200,38 @@ def paired_bootstrap_ci(
     return bootstrap_ci(diffs, mean, n_resamples, confidence, seed)
 
 
+def hierarchical_bootstrap_ci(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_resamples: int = 2000, confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap CI of mean(b) - mean(a) over two groups of models measured on the same N examples.
+
+    ``a`` (n_a, N) and ``b`` (n_b, N) hold one row of per-example values per model (e.g. one
+    training seed each). Each resample draws models with replacement within each group, and
+    examples with replacement (the same examples for every model), so the interval covers both
+    the spread between training runs and the sampling of examples (a two-level, "hierarchical"
+    bootstrap). With one model per group it reduces to :func:`paired_bootstrap_ci` of b vs a.
+    """
+    import numpy as np
+
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.ndim != 2 or b_arr.ndim != 2 or a_arr.shape[1] != b_arr.shape[1] or a_arr.size == 0 or b_arr.size == 0:
+        raise ValueError(f"Expected two (models, examples) arrays over the same examples, got {a_arr.shape} and {b_arr.shape}.")
+    rng = np.random.default_rng(seed)
+    n = a_arr.shape[1]
+    # example weights (R, N): how often each example is drawn in each resample, over N
+    weights = np.stack([np.bincount(row, minlength=n) for row in rng.integers(0, n, size=(n_resamples, n))]) / n
+
+    def group_means(values):
+        models = rng.integers(0, values.shape[0], size=(n_resamples, values.shape[0]))  # (R, n_models)
+        per_model = weights @ values.T  # (R, n_models): each model's mean over the resampled examples
+        return np.take_along_axis(per_model, models, axis=1).mean(axis=1)
+
+    stats = group_means(b_arr) - group_means(a_arr)
+    alpha = (1.0 - confidence) / 2.0
+    return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
+
+
 def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
     """Exact (binomial) McNemar test for paired correctness of two models on the same examples.
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
+from robustmm.errors import RobustMMError
 from robustmm.gallery import Gallery
 from robustmm.summary import Comparison, MemberStats, Summary
 
@@ -28,6 +29,21 @@ def md_escape(text: str) -> str:
 def percent(value: float | None) -> str:
     """A share in [0, 1] as a percentage with one decimal; '–' for None / NaN."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def write_markdown_and_json(out: str | Path, markdown: str, data: dict, what: str) -> Path:
+    """Write ``markdown`` to ``out`` and ``data`` to ``out`` with suffix .json, each through a temporary
+    file renamed into place (never half-written); one ``RobustMMError`` sentence if they cannot be written."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for path, text in ((out.with_suffix(".json"), json.dumps(data, indent=2, default=str) + "\n"), (out, markdown)):
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+    except OSError as err:
+        raise RobustMMError(f"Cannot write the {what} to {out}: {err.strerror or err}.") from err
+    return out
 
 
 def _ci(ci: tuple[float, float]) -> str:
