@@ -81,6 +81,7 @@ def attack_command(
     pair: str = typer.Option("default", help="Built-in pair name (used unless --prompt-tuned/--finetuned are given)."),
     prompt_tuned: Optional[Path] = typer.Option(None, "--prompt-tuned", help="Prompt-tuned checkpoint folder."),
     finetuned: Optional[Path] = typer.Option(None, "--finetuned", help="Finetuned checkpoint folder."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base folder of a --prompt-tuned checkpoint that was moved away from it."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="Dataset name or folder (repeatable). Default: easy-vqa and easy-ve."),
     split: str = typer.Option("test", help="Dataset split."),
     limit: int = typer.Option(100, help="Examples per dataset (a seeded sample)."),
@@ -102,6 +103,7 @@ def attack_command(
         pair=pair, prompt_tuned=str(prompt_tuned) if prompt_tuned else None, finetuned=str(finetuned) if finetuned else None,
         datasets=_split_list(dataset) or RunSpec.datasets, split=split, limit=limit, attacks=tuple(attack or ()),
         presets=_split_list(preset), eps=_split_list(eps), seed=seed, batch_size=batch_size, device=device, dtype=dtype,
+        base=str(base) if base else None,
     )
     if not resume:
         run_dir = out / run_folder_name(spec, name)

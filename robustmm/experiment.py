@@ -41,9 +41,14 @@ class RunSpec:
     batch_size: int = 32
     device: str = "auto"
     dtype: str = "float32"
+    base: str | None = None  # where a moved prompt checkpoint's base lies now (hash-checked, so not in the digest)
+
+    def identity(self) -> dict:
+        """The fields that determine the records, as JSON values (all but ``base``)."""
+        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k != "base"}))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def build_attacks(spec: RunSpec) -> list:
@@ -121,7 +126,7 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     for dataset in datasets:
         if spec.prompt_tuned or spec.finetuned:
             pair = load_pair(prompt_tuned=spec.prompt_tuned, finetuned=spec.finetuned, device=device, dtype=spec.dtype,
-                             task=dataset.task.value, candidates=dataset.candidates)
+                             task=dataset.task.value, candidates=dataset.candidates, base=spec.base)
         else:
             pair = load_pair(spec.pair or "default", task=dataset.task.value, device=device, dtype=spec.dtype)
         if pair.task != dataset.task:
@@ -136,7 +141,7 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     config_path = run_dir / "run.json"
     if config_path.exists():
         stored = json.loads(config_path.read_text()).get("spec")
-        if stored != json.loads(json.dumps(asdict(spec))):
+        if not isinstance(stored, dict) or {k: v for k, v in stored.items() if k != "base"} != spec.identity():
             raise RobustMMError(f"Run folder {run_dir} holds a run with other settings; choose another --name or --out.")
     else:
         config_path.write_text(json.dumps({"spec": asdict(spec)}, indent=2) + "\n")

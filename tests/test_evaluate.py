@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,15 @@ def test_missing_pair_files_empty_dataset_and_unwritable_output(tiny_pair_dir, t
     missing = _cli("attack", "--prompt-tuned", str(tmp_path / "nope"), "--finetuned", str(tiny_pair_dir / "easy-vqa" / "finetune"),
                    "--dataset", "easy-vqa", "--attack", "fgsm", "--out", str(tmp_path / "runs"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    moved = tmp_path / "moved" / "prompt"
+    shutil.copytree(tiny_pair_dir / "easy-vqa" / "prompt", moved)
+    args = ("attack", "--prompt-tuned", str(moved), "--finetuned", str(tiny_pair_dir / "easy-vqa" / "finetune"),
+            "--dataset", "easy-vqa", "--attack", "fgsm", "--limit", "2", "--out", str(tmp_path / "runs"), "--name", "moved")
+    lost = _cli(*args)
+    assert lost.returncode == 2 and "robustmm attack --base" in lost.stderr and "Traceback" not in lost.stderr
+    found = _cli(*args, "--base", str(tiny_pair_dir / "base"))
+    assert found.returncode == 0, found.stderr
+    assert len(RecordStore(tmp_path / "runs" / "moved" / "records.jsonl").load()) == 4
 
     empty = tmp_path / "vqa"
     empty.mkdir()

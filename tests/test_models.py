@@ -12,7 +12,7 @@ import torch
 
 from robustmm.errors import RobustMMError
 from robustmm.models.checkpoint import load_backbone, load_model
-from robustmm.models.pair import load_pair
+from robustmm.models.pair import DEFAULT_PAIR_DIR, load_pair
 from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import CandidateTrie, UnifiedBackbone, UnifiedConfig
 from robustmm.tuning import OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair, pretraining_texts
@@ -210,6 +210,30 @@ def test_load_pair_checks(tiny_pair_dir, tmp_path):
         load_pair(prompt_tuned=tmp_path / "missing", finetuned=tiny_pair_dir / "easy-vqa" / "finetune", device="cpu")
     with pytest.raises(RobustMMError, match="Unknown pair"):
         load_pair("nonsense")
+
+
+def test_a_moved_prompt_checkpoint_loads_with_its_base_given_or_from_the_shipped_pair(tiny_pair_dir, tmp_path):
+    moved = tmp_path / "elsewhere" / "prompt"
+    shutil.copytree(tiny_pair_dir / "easy-vqa" / "prompt", moved)
+    with pytest.raises(RobustMMError, match=r"does not exist; if it moved, pass its folder as base="):
+        load_model(moved)
+    model = load_model(moved, base=tiny_pair_dir / "base")
+    original = load_model(tiny_pair_dir / "easy-vqa" / "prompt")
+    assert model.info.base == original.info.base
+    for (name, a), b in zip(model.state_dict().items(), original.state_dict().values()):
+        assert torch.equal(a, b), name
+    # the pair check still holds against the finetuned twin, and a wrong base is refused by its hash
+    load_pair(prompt_tuned=moved, finetuned=tiny_pair_dir / "easy-vqa" / "finetune", device="cpu", base=tiny_pair_dir / "base")
+    with pytest.raises(RobustMMError, match="sha256"):
+        load_model(moved, base=tiny_pair_dir / "easy-vqa" / "finetune")
+    # a finetuned checkpoint holds every weight: it loads without its base
+    alone = tmp_path / "alone" / "finetune"
+    shutil.copytree(tiny_pair_dir / "easy-vqa" / "finetune", alone)
+    assert load_model(alone).info.base == original.info.base
+    # a copied prompt folder whose base is the shipped default base finds it by its hash
+    shipped = tmp_path / "copied" / "prompt"
+    shutil.copytree(DEFAULT_PAIR_DIR / "easy-vqa" / "prompt", shipped)
+    assert load_model(shipped).info.base == load_model(DEFAULT_PAIR_DIR / "easy-vqa" / "prompt").info.base
 
 
 def test_base_hash_mismatch_and_corrupt_files(tiny_pair_dir, tmp_path):

@@ -25,6 +25,7 @@ from robustmm.models.base import ModelInfo
 from robustmm.models.lexicon import LEXICON_SOURCE, load_lexicon, load_tokenizer
 from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import UnifiedBackbone, UnifiedConfig, UnifiedVLM
+from robustmm.paths import package_root
 from robustmm.types import Task
 
 FORMAT = "robustmm-unified/1"
@@ -146,26 +147,42 @@ def load_backbone(folder: Path) -> tuple[UnifiedBackbone, dict]:
     return backbone.eval(), config
 
 
-def resolve_base(folder: Path, config: dict) -> Path:
-    """The base checkpoint folder a finetune/prompt checkpoint refers to, hash-checked."""
-    base = config.get("base") or {}
-    if "path" not in base or "sha256" not in base:
+def resolve_base(folder: Path, config: dict, base: str | Path | None = None) -> Path:
+    """The base checkpoint folder a prompt checkpoint runs on, hash-checked.
+
+    Looked for at ``base`` when given (the base moved), else at the path recorded relative to the
+    checkpoint's parent folder, else in the shipped default pair (so a prompt folder copied
+    elsewhere from a default-base run still loads). Only a folder whose weights match the
+    recorded sha256 is used.
+    """
+    recorded = config.get("base") or {}
+    if "path" not in recorded or "sha256" not in recorded:
         raise RobustMMError(f"Checkpoint config {Path(folder) / 'config.json'} does not name its base checkpoint.")
-    base_folder = (Path(folder).parent / base["path"]).resolve()
-    weights = base_folder / "model.safetensors"
-    if not weights.is_file():
-        raise RobustMMError(f"Base checkpoint {base_folder} named by {folder} does not exist.")
-    if file_sha256(weights) != base["sha256"]:
-        raise RobustMMError(f"Base checkpoint {base_folder} does not match the sha256 recorded in {folder} (it was changed or replaced).")
-    return base_folder
+    if base is not None:
+        places = [Path(base).resolve()]
+    else:
+        places = [(Path(folder).parent / recorded["path"]).resolve(), (package_root() / "checkpoints" / "default" / "base").resolve()]
+    for place in dict.fromkeys(places):
+        weights = place / "model.safetensors"
+        if weights.is_file() and file_sha256(weights) == recorded["sha256"]:
+            return place
+    first = places[0]
+    if not (first / "model.safetensors").is_file():
+        hint = "" if base is not None else "; if it moved, pass its folder as base= (robustmm attack --base)"
+        raise RobustMMError(f"Base checkpoint {first} named by {folder} does not exist{hint}.")
+    raise RobustMMError(f"Base checkpoint {first} does not match the sha256 recorded in {folder} (it was changed or replaced).")
 
 
 def count(parameters) -> int:
     return sum(p.numel() for p in parameters)
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> UnifiedVLM:
-    """A finetuned or prompt-tuned checkpoint as a ready ``UnifiedVLM`` (eval mode) on ``device``."""
+def load_model(folder: str | Path, device: str | torch.device = "cpu", base: str | Path | None = None) -> UnifiedVLM:
+    """A finetuned or prompt-tuned checkpoint as a ready ``UnifiedVLM`` (eval mode) on ``device``.
+
+    A finetuned checkpoint holds every weight; a prompt-tuned one runs on its base checkpoint,
+    found as :func:`resolve_base` describes (``base`` = its folder, if it moved).
+    """
     folder = Path(folder)
     config = read_config(folder)
     if config["kind"] == "base":
@@ -174,16 +191,18 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Unifie
         task, candidates, dataset = Task(config["task"]), tuple(config["candidates"]), config["dataset"]
     except (KeyError, ValueError) as err:
         raise RobustMMError(f"Checkpoint config {folder / 'config.json'} lacks a valid task/candidates/dataset ({err}).") from err
-    base_folder = resolve_base(folder, config)
+    recorded = config.get("base") or {}
+    if "path" not in recorded or "sha256" not in recorded:
+        raise RobustMMError(f"Checkpoint config {folder / 'config.json'} does not name its base checkpoint.")
     tokenizer = load_tokenizer(folder / "vocab.txt")
-    base_id = f"{base_folder.name}@{config['base']['sha256']}"
+    base_id = f"{Path(recorded['path']).name}@{recorded['sha256']}"  # the base's identity, wherever it lies now
     if config["kind"] == "finetune":
         backbone, _ = load_backbone(folder)
         info = ModelInfo(folder.name, "unified", "finetune", task, base_id, count(backbone.parameters()),
                          count(backbone.parameters()), {"path": str(folder), "dataset": dataset})
         model = UnifiedVLM(backbone, tokenizer, task, candidates, None, info)
     else:
-        backbone, _ = load_backbone(base_folder)
+        backbone, _ = load_backbone(resolve_base(folder, config, base))
         prompt_config = PromptConfig(**config.get("prompt", {}))
         c = backbone.config
         prompts = PromptModule(prompt_config, c.dim, c.encoder_layers, c.decoder_layers)

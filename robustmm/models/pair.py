@@ -90,12 +90,14 @@ def member_kind(folder: Path) -> str:
 
 
 def load_member(path: str | Path, device: torch.device, *, dtype: str | torch.dtype | None = "float32",
-                task: str | Task | None = None, candidates: Sequence[str] | None = None) -> VLModel:
+                task: str | Task | None = None, candidates: Sequence[str] | None = None,
+                base: str | Path | None = None) -> VLModel:
     """Load one member: a robustmm checkpoint folder, a Hugging Face ViLT/BLIP folder or a PEFT prompt adapter.
 
     ``path`` may also be a Hub id already in the local HF cache (nothing is downloaded).
     ``dtype``, ``task`` and ``candidates`` apply to the HF models (see ``robustmm.models.hf``); a
-    built-in checkpoint carries its own task and candidates and runs in float32.
+    built-in checkpoint carries its own task and candidates and runs in float32. ``base`` is the
+    folder of a built-in prompt checkpoint's base when it no longer lies where the checkpoint says.
     """
     from robustmm.models.hf import load_hf_member, resolve_dtype, resolve_folder
 
@@ -106,10 +108,12 @@ def load_member(path: str | Path, device: torch.device, *, dtype: str | torch.dt
 
         if resolve_dtype(dtype, device) is not torch.float32:
             raise RobustMMError("The built-in model runs in float32 only; use dtype float32.")
-        model = load_model(folder, device)
+        model = load_model(folder, device, base=base)
         if candidates is not None and set(candidates) != set(model.candidates):
             raise RobustMMError(f"Checkpoint {folder} was tuned for a different answer set than the candidates given.")
         return model
+    if base is not None:
+        raise RobustMMError(f"A base folder applies to robustmm prompt checkpoints only; {folder} names its base itself.")
     return load_hf_member(path, device, dtype=dtype, task=task, candidates=candidates)
 
 
@@ -122,12 +126,14 @@ def load_pair(
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype | None = "float32",
     candidates: Sequence[str] | None = None,
+    base: str | Path | None = None,
 ) -> ModelPair:
     """Load a checked pair: ``load_pair("default", task="vqa")`` or ``load_pair(prompt_tuned=..., finetuned=...)``.
 
     Members may be robustmm checkpoints, HF ViLT/BLIP folders / cached Hub ids, or PEFT prompt
     adapters; ``task``, ``candidates`` (the answer set) and ``dtype`` (float32, or bfloat16 on CUDA)
-    apply to the HF members (see :func:`load_member`).
+    apply to the HF members (see :func:`load_member`); ``base`` is the base folder of a built-in
+    prompt-tuned checkpoint that was moved away from it (hash-checked).
     """
     if name is not None:
         if name != "default":
@@ -141,6 +147,6 @@ def load_pair(
         raise RobustMMError("A pair needs both a prompt-tuned and a finetuned checkpoint.")
     target = resolve_device(device)
     options = {"dtype": dtype, "task": task, "candidates": candidates}
-    pair = ModelPair(load_member(prompt_tuned, target, **options), load_member(finetuned, target, **options))
+    pair = ModelPair(load_member(prompt_tuned, target, base=base, **options), load_member(finetuned, target, **options))
     check_pair(pair.prompt_tuned, pair.finetuned)
     return pair
