@@ -293,6 +293,7 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
                 where: str = typer.Option("both", help="encoder, decoder or both."), length: int = typer.Option(32),
                 reparam: bool = typer.Option(True, help="MLP reparameterisation (--no-reparam: plain prompt tensors)."),
                 reparam_hidden: int = typer.Option(32, help="Hidden width of the reparameterisation MLP."),
+                init: str = typer.Option("activations", help="activations (start at the base's key/values of real inputs) or random."),
                 epochs: float = typer.Option(3.0), lr: float = typer.Option(1e-2), seed: int = typer.Option(0),
                 device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
     """Train prompts only, on top of a frozen base model."""
@@ -300,7 +301,8 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
     from robustmm.models.prompts import PromptConfig
     from robustmm.tuning import StageConfig, prompt_tune
 
-    prompt_tune(base, dataset, out, PromptConfig(style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden),
+    prompt_tune(base, dataset, out, PromptConfig(style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden,
+                                                      init=init),
                 StageConfig(epochs=epochs, lr=lr, weight_decay=0.0), seed, resolve_device(device))
 
 

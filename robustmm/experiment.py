@@ -139,12 +139,18 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     run_dir = Path(out) / run_name
     _check_writable(run_dir)
     config_path = run_dir / "run.json"
+    members = {d.name: {"prompt": p.prompt_tuned.fingerprint(), "finetune": p.finetuned.fingerprint()} for d, p in zip(datasets, pairs)}
     if config_path.exists():
-        stored = json.loads(config_path.read_text()).get("spec")
+        config = json.loads(config_path.read_text())
+        stored = config.get("spec")
         if not isinstance(stored, dict) or {k: v for k, v in stored.items() if k != "base"} != spec.identity():
             raise RobustMMError(f"Run folder {run_dir} holds a run with other settings; choose another --name or --out.")
-    else:
-        config_path.write_text(json.dumps({"spec": asdict(spec)}, indent=2) + "\n")
+        known = config.get("members") or {}  # folders written before fingerprints were kept have none
+        changed = sorted(f"{d}/{m}" for d in members for m in members[d] if d in known and known[d].get(m) != members[d][m])
+        if changed:
+            raise RobustMMError(f"Run folder {run_dir} holds records of other model weights ({', '.join(changed)} changed since); "
+                                "remove the folder or choose another --name to start afresh.")
+    config_path.write_text(json.dumps({"spec": asdict(spec), "members": members}, indent=2) + "\n")
 
     store = RecordStore(run_dir / "records.jsonl")
     gallery = Gallery(run_dir / "gallery")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from robustmm.data import load_dataset
+from robustmm.errors import RobustMMError
 from robustmm.data.dataset import Dataset
 from robustmm.data.easy_ve import COLORS, SHAPES, image_facts
 from robustmm.data import easy_vqa
@@ -57,8 +58,10 @@ class Recipe:
     seed: int = 0
     model: UnifiedConfig = field(default_factory=UnifiedConfig)
     # MLP hidden width = prompt length: 32 prompt rows have rank <= 32 anyway, so nothing is lost, and the
-    # trained parameters stay at 3.4% of the model (hidden 256: 23%, and 69.4% vs 78.0% on 1,000 easy-VQA test examples)
-    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32))
+    # trained parameters stay at 3.4% of the model (hidden 256: 23%, and 69.4% vs 78.0% on 1,000 easy-VQA test examples).
+    # Prompts start at the base's own key/values of real inputs (Li & Liang 2021): easy-VQA check subset 90.4 / 89.6%
+    # with seeds 0 / 1, against 88.0 / 81.2% from a random start (README, "How it was found").
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32, init="activations"))
     # Matching is learnt late and only at lr 1e-3 (2e-3 stalled it): 8 epochs
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(epochs=8, lr=1e-3, batch_size=64))
     finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3, batch_size=64))
@@ -317,6 +320,54 @@ def finetune(base: Path, dataset_name: str, out: Path, stage: StageConfig, seed:
     return stats
 
 
+@torch.no_grad()
+def real_activations(model: UnifiedVLM, dataset_name: str, config: PromptConfig, seed: int = 0, n: int = 256) -> dict[str, torch.Tensor]:
+    """What the frozen backbone of ``model`` (no prompts) computes at ``config.length`` positions drawn
+    from ``n`` training examples: the starting prompts of ``init="activations"``.
+
+    Per place ("encoder": image and text tokens; "decoder": the gold answer's input tokens) the
+    positions are drawn at random among the real (unpadded) ones. Returns (P, L*2*D) tensors, each
+    row the key and value of one position at every layer (``style="prefix"``), or (P, D) inputs of
+    the first layer (``style="prompt"``). The sample and the draw use their own seed (``seed`` +
+    1000), so the tuning's own random stream is untouched.
+    """
+    backbone = model.backbone
+    sample = load_dataset(dataset_name, split="train", limit=n, seed=seed + 1000)
+    captured: dict[tuple, torch.Tensor] = {}
+    hooks = []
+    for place, layers in (("encoder", backbone.encoder), ("decoder", backbone.decoder)):
+        for i, layer in enumerate(layers):
+            if config.style == "prefix":
+                attention = layer.attn if place == "encoder" else layer.self_attn
+                for j, linear in enumerate((attention.k, attention.v)):
+                    hooks.append(linear.register_forward_hook(
+                        lambda module, args, output, key=(place, i, j): captured.__setitem__(key, output)))
+            elif i == 0:
+                hooks.append(layer.register_forward_pre_hook(lambda module, args, key=(place, 0, 0): captured.__setitem__(key, args[0])))
+    try:
+        examples = sample.examples
+        cache = ImageCache([e.image for e in examples], model.image_size, model.device)
+        text = model.encode_texts([e.text for e in examples])
+        targets = model.target_indices([e.label for e in examples])
+        memory, keys, _ = model._encode(model.embed(cache.pixels(cache.rows([e.image for e in examples])), text))
+        trie = model._trie_on(memory.device)
+        backbone.decode(memory, keys, trie.inputs[targets], None, repeat=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    generator = torch.Generator().manual_seed(seed + 1000)
+    out = {}
+    for place, valid, layers in (("encoder", keys, len(backbone.encoder)), ("decoder", trie.valid[targets], len(backbone.decoder))):
+        positions = valid.nonzero().cpu()
+        pick = positions[torch.randperm(len(positions), generator=generator)[:config.length]]
+        if len(pick) < config.length:
+            raise RobustMMError(f"{n} training examples hold only {len(pick)} {place} positions, fewer than prompt length {config.length}.")
+        parts = [captured[(place, i, j)][pick[:, 0], pick[:, 1]] for i in range(layers) for j in range(2)] \
+            if config.style == "prefix" else [captured[(place, 0, 0)][pick[:, 0], pick[:, 1]]]
+        out[place] = torch.stack(parts, dim=1).reshape(config.length, -1)  # layer-major, key before value
+    return out
+
+
 def prompt_tune(base: Path, dataset_name: str, out: Path, prompt: PromptConfig, stage: StageConfig, seed: int = 0,
                 device: str | torch.device = "cpu") -> dict:
     """Train only prompts on top of the frozen ``base`` (on ``device``) and save them to ``out``."""
@@ -329,6 +380,10 @@ def prompt_tune(base: Path, dataset_name: str, out: Path, prompt: PromptConfig, 
     prompts = PromptModule(prompt, c.dim, c.encoder_layers, c.decoder_layers).to(device)
     train = _train_set(dataset_name, stage, seed)
     model = UnifiedVLM(backbone, load_tokenizer(Path(base) / "vocab.txt"), train.task, train.candidates, prompts)
+    if prompt.init == "activations":
+        model.prompts = None  # the bare backbone's activations
+        prompts.start_at(real_activations(model, dataset_name, prompt, seed))
+        model.prompts = prompts
     stats = _downstream(model, train, list(prompts.parameters()), stage, seed, f"prompt-tune {dataset_name}")
     stats["trained_parameters"] = ckpt.count(prompts.parameters())  # with the reparameterisation MLP
     ckpt.save_prompted(model, out, base, dataset_name, {"stage": asdict(stage), "seed": seed, "stats": stats})

@@ -204,6 +204,14 @@ def test_missing_pair_files_empty_dataset_and_unwritable_output(tiny_pair_dir, t
     found = _cli(*args, "--base", str(tiny_pair_dir / "base"))
     assert found.returncode == 0, found.stderr
     assert len(RecordStore(tmp_path / "runs" / "moved" / "records.jsonl").load()) == 4
+    # resuming that run folder after the prompts changed would mix two models' records: refused
+    from safetensors.torch import load_file, save_file
+
+    prompts = load_file(str(moved / "prompts.safetensors"))
+    save_file({k: v + 1.0 for k, v in prompts.items()}, str(moved / "prompts.safetensors"))
+    changed = _cli(*args, "--base", str(tiny_pair_dir / "base"))
+    assert changed.returncode == 2 and "easy-vqa/prompt changed since" in changed.stderr and "Traceback" not in changed.stderr
+    assert len(RecordStore(tmp_path / "runs" / "moved" / "records.jsonl").load()) == 4
 
     empty = tmp_path / "vqa"
     empty.mkdir()

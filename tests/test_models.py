@@ -179,6 +179,8 @@ def test_bad_prompt_config():
         PromptConfig(style="lora")
     with pytest.raises(RobustMMError, match="length"):
         PromptConfig(length=0)
+    with pytest.raises(RobustMMError, match="init"):
+        PromptConfig(init="zeros")
 
 
 def test_generate_returns_text(tiny_vqa_model):
@@ -210,6 +212,44 @@ def test_load_pair_checks(tiny_pair_dir, tmp_path):
         load_pair(prompt_tuned=tmp_path / "missing", finetuned=tiny_pair_dir / "easy-vqa" / "finetune", device="cpu")
     with pytest.raises(RobustMMError, match="Unknown pair"):
         load_pair("nonsense")
+
+
+def test_activation_init_starts_prompts_at_the_bases_own_key_values(tiny_pair_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from robustmm.data import load_dataset
+    from robustmm.models.lexicon import load_tokenizer
+    from robustmm.models.unified import UnifiedVLM
+    from robustmm.tuning import prompt_tune, real_activations
+
+    config = PromptConfig(length=4, reparam=True, reparam_hidden=8, init="activations")
+    base, _ = load_backbone(tiny_pair_dir / "base")
+    train = load_dataset("easy-vqa", split="train", limit=16)
+    model = UnifiedVLM(base, load_tokenizer(tiny_pair_dir / "base" / "vocab.txt"), train.task, train.candidates)
+    start = real_activations(model, "easy-vqa", config, seed=0, n=16)
+    c = base.config
+    assert start["encoder"].shape == (4, c.encoder_layers * 2 * c.dim) and start["decoder"].shape == (4, c.decoder_layers * 2 * c.dim)
+    # every encoder row's first-layer key is the key the base computes at one real position of the sample
+    keys = []
+    hook = base.encoder[0].attn.k.register_forward_hook(lambda m, args, out: keys.append(out))
+    real_activations(model, "easy-vqa", config, seed=0, n=16)
+    hook.remove()
+    (all_keys,) = keys
+    for row in start["encoder"][:, : c.dim]:
+        assert (all_keys - row).abs().amax(dim=-1).min() == 0
+    # at lr 0 the stored prompts are exactly that start (the learnt part starts at zero) ...
+    prompt_tune(tiny_pair_dir / "base", "easy-vqa", tmp_path / "still", config, replace(TINY_STAGE, lr=0.0, limit=16))
+    stored = load_file(str(tmp_path / "still" / "prompts.safetensors"))
+    start = real_activations(model, "easy-vqa", config, seed=0)  # prompt_tune draws from 256 training examples
+    assert all(torch.equal(stored[k], start[k]) for k in start)
+    # ... and training moves them, with the same trainable parameters as a random start
+    stats = prompt_tune(tiny_pair_dir / "base", "easy-vqa", tmp_path / "moved", config, replace(TINY_STAGE, lr=0.03, limit=16))
+    moved = load_file(str(tmp_path / "moved" / "prompts.safetensors"))
+    assert not torch.equal(moved["encoder"], start["encoder"])
+    assert stats["trained_parameters"] == sum(p.numel() for p in PromptModule(
+        replace(config, init="random"), c.dim, c.encoder_layers, c.decoder_layers).parameters())
+    inputs = real_activations(model, "easy-vqa", replace(config, style="prompt"), seed=0, n=16)
+    assert inputs["encoder"].shape == (4, c.dim) and inputs["decoder"].shape == (4, c.dim)
 
 
 def test_a_moved_prompt_checkpoint_loads_with_its_base_given_or_from_the_shipped_pair(tiny_pair_dir, tmp_path):

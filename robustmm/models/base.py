@@ -60,6 +60,19 @@ class VLModel(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """First 16 hex digits of a sha256 over every stored weight (name, dtype, shape, bytes) and the
+        candidates: two models with the same fingerprint compute the same scores. A run folder keeps its
+        members' fingerprints, so resuming it with changed weights is refused."""
+        import hashlib
+
+        digest = hashlib.sha256(repr(self.candidates).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise texts (task template applied) into tensors on the model's device."""

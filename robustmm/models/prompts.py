@@ -10,6 +10,12 @@ Two styles:
 With ``reparam=True`` the prompts are produced by a two-layer MLP from a smaller
 embedding during training (the paper's optional reparameterisation); a checkpoint
 stores only the materialised prompts, so the MLP costs nothing at inference.
+
+``init="activations"`` starts the prompts at what the frozen backbone computes for real
+inputs (Li & Liang 2021 initialise prefixes with real words' activations): a fixed offset
+holds the key/values (or input embeddings) of ``length`` positions drawn from training
+examples, and the learnt part (plain tensor or MLP output layer) starts at zero, so the
+trainable parameters are the same as with ``init="random"``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from robustmm.errors import RobustMMError
 
 STYLES = ("prefix", "prompt")
 PLACES = ("encoder", "decoder", "both")
+INITS = ("random", "activations")
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,15 @@ class PromptConfig:
     length: int = 16
     reparam: bool = False
     reparam_hidden: int = 256
+    init: str = "random"  # or "activations": start at the backbone's own activations of real inputs
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
             raise RobustMMError(f"Prompt style must be one of {', '.join(STYLES)}, not {self.style!r}.")
         if self.where not in PLACES:
             raise RobustMMError(f"Prompt place must be one of {', '.join(PLACES)}, not {self.where!r}.")
+        if self.init not in INITS:
+            raise RobustMMError(f"Prompt init must be one of {', '.join(INITS)}, not {self.init!r}.")
         if self.length < 1:
             raise RobustMMError(f"Prompt length must be at least 1, got {self.length}.")
 
@@ -68,7 +78,8 @@ class Prompts:
 
 
 class _Source(nn.Module):
-    """A (rows, width) tensor: a plain parameter, or an MLP over a (length, dim) embedding."""
+    """A (rows, width) tensor: a plain parameter, or an MLP over a (length, dim) embedding, plus an
+    optional fixed ``offset`` (rows, width) set by :meth:`start_at`."""
 
     def __init__(self, length: int, width: int, dim: int, reparam: bool, hidden: int) -> None:
         super().__init__()
@@ -79,8 +90,21 @@ class _Source(nn.Module):
         else:
             self.value = nn.Parameter(torch.randn(length, width) * 0.02)
 
+        self.register_buffer("offset", None)
+
+    def start_at(self, offset: torch.Tensor) -> None:
+        """Make ``offset`` (rows, width) the fixed starting point: the learnt part is zeroed."""
+        with torch.no_grad():
+            if self.reparam:
+                self.mlp[2].weight.zero_()
+                self.mlp[2].bias.zero_()
+            else:
+                self.value.zero_()
+        self.offset = offset.detach().clone()
+
     def forward(self) -> torch.Tensor:
-        return self.mlp(self.embedding) if self.reparam else self.value
+        learnt = self.mlp(self.embedding) if self.reparam else self.value
+        return learnt if self.offset is None else learnt + self.offset
 
 
 class PromptModule(nn.Module):
@@ -114,6 +138,18 @@ class PromptModule(nn.Module):
         if self.decoder is not None:
             out["decoder"] = self.decoder()
         return out
+
+    def start_at(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Start the ``encoder`` / ``decoder`` prompts at the given (P, L*2*D) or (P, D) tensors
+        (see :func:`robustmm.tuning.real_activations`); shapes are checked."""
+        for name, source in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if source is None:
+                continue
+            expected = tuple(source().shape)
+            if name not in tensors or tuple(tensors[name].shape) != expected:
+                got = tuple(tensors[name].shape) if name in tensors else None
+                raise RobustMMError(f"Starting {name} prompts need shape {expected}, got {got}.")
+            source.start_at(tensors[name])
 
     def load_materialised(self, tensors: dict[str, torch.Tensor]) -> None:
         """Use stored prompts as fixed buffers (no MLP); shapes are checked."""
