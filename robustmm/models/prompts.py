@@ -89,7 +89,6 @@ class _Source(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, width))
         else:
             self.value = nn.Parameter(torch.randn(length, width) * 0.02)
-
         self.register_buffer("offset", None)
 
     def start_at(self, offset: torch.Tensor) -> None:
