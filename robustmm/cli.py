@@ -173,17 +173,16 @@ def pool_command(
     out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: pool-RUN-....md beside the first run)."),
 ) -> None:
     """Pool runs of differently seeded members into one prompt-vs-finetune verdict per attack."""
-    from robustmm.pool import dataset_verdict, members_of, pool_members, render_pool
+    from robustmm.pool import dataset_verdict, drops_text, members_of, pool_members, render_pool
     from robustmm.records import load_run
-    from robustmm.report import format_eps
+    from robustmm.report import format_eps, points_with_ci
 
-    folders = [p.resolve() for p in (*(runs or ()), *(prompt_from or ()), *(finetune_from or ()))]
+    groups = [[p.resolve() for p in paths or ()] for paths in (runs, prompt_from, finetune_from)]
+    folders = [f for group in groups for f in group]
     if not folders:
         raise RobustMMError("Give run folders to pool (RUN..., --prompt-from RUN, --finetune-from RUN).")
-    loaded = {f: load_run(f) for f in folders}
-    members = members_of([(p.resolve().name, loaded[p.resolve()]) for p in runs or ()],
-                         [(p.resolve().name, loaded[p.resolve()]) for p in prompt_from or ()],
-                         [(p.resolve().name, loaded[p.resolve()]) for p in finetune_from or ()])
+    loaded = {f: load_run(f) for f in folders}  # a folder listed twice is read once
+    members = members_of(*([(f.name, loaded[f]) for f in group] for group in groups))
     names = list(dict.fromkeys(f.name for f in folders))
     stem = "+".join(names) if len("+".join(names)) <= 120 else f"{names[0]}+{len(names) - 1}-more"
     out = out or folders[0].parent / f"pool-{stem}.md"
@@ -195,10 +194,8 @@ def pool_command(
     for column in ("dataset", "attack", "eps", "prompt-tuned drops", "finetuned drops", "pooled F−P [95% CI]", "significant"):
         table.add_column(column)
     for c in rows:
-        table.add_row(c.dataset, c.attack, format_eps(c), " / ".join(f"{100 * d:.0f}" for d in c.prompt_drops),
-                      " / ".join(f"{100 * d:.0f}" for d in c.finetune_drops),
-                      f"{100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, {100 * c.drop_difference_ci[1]:+.1f}]",
-                      "yes" if c.significant else "no")
+        table.add_row(c.dataset, c.attack, format_eps(c), drops_text(c.prompt_drops), drops_text(c.finetune_drops),
+                      points_with_ci(c.drop_difference, c.drop_difference_ci), "yes" if c.significant else "no")
     console.print(table)
     for task, dataset in sorted({(c.task, c.dataset) for c in rows}):
         shown = [c for c in rows if (c.task, c.dataset) == (task, dataset)]

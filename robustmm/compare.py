@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from robustmm.errors import RobustMMError
-from robustmm.report import format_eps, md_escape, percent, write_markdown_and_json
+from robustmm.report import format_eps, md_escape, percent, points_with_ci, write_markdown_and_json
 from robustmm.summary import MemberStats, PairedSetting, paired_stats
 from robustmm.types import AttackRecord
 
@@ -88,7 +88,7 @@ def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], m
     if not rows:
         raise RobustMMError(f"Runs {labels[0]} and {labels[1]} share no attack setting with examples of both members; "
                             "compare runs made with the same datasets, attacks and seed.")
-    rows.sort(key=lambda c: (c.task, c.dataset, c.attack, c.eps if c.eps is not None else -1.0, c.attack_key))
+    rows.sort(key=lambda c: c.sort_key)
     return rows, only
 
 
@@ -125,8 +125,8 @@ def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]
         for c in shown:
             lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {percent(c.a.clean_accuracy)} → {percent(c.a.robust_accuracy)} | "
                          f"{percent(c.a.absolute_drop)} | {percent(c.b.clean_accuracy)} → {percent(c.b.robust_accuracy)} | "
-                         f"{percent(c.b.absolute_drop)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
-                         f"{100 * c.drop_difference_ci[1]:+.1f}] | {'yes' if c.significant else 'no'} | "
+                         f"{percent(c.b.absolute_drop)} | {points_with_ci(c.drop_difference, c.drop_difference_ci)} | "
+                         f"{'yes' if c.significant else 'no'} | "
                          f"{c.mcnemar['a_only']} / {c.mcnemar['b_only']} | {c.mcnemar['p_value']:.3g} |")
         lines.append("")
     if only:

@@ -24,6 +24,12 @@ DEFAULT_PRESET = "default"
 DEFAULT_LIMIT = 100
 
 
+def spec_identity(spec: dict) -> dict:
+    """A run spec (as stored in run.json, or ``asdict``) without ``base``, in JSON values: equal for runs
+    whose records are interchangeable."""
+    return json.loads(json.dumps({k: v for k, v in spec.items() if k != "base"}))
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines a run's records (the run folder stores it as run.json)."""
@@ -45,7 +51,7 @@ class RunSpec:
 
     def identity(self) -> dict:
         """The fields that determine the records, as JSON values (all but ``base``)."""
-        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k != "base"}))
+        return spec_identity(asdict(self))
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
@@ -143,7 +149,7 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     if config_path.exists():
         config = json.loads(config_path.read_text())
         stored = config.get("spec")
-        if not isinstance(stored, dict) or {k: v for k, v in stored.items() if k != "base"} != spec.identity():
+        if not isinstance(stored, dict) or spec_identity(stored) != spec.identity():
             raise RobustMMError(f"Run folder {run_dir} holds a run with other settings; choose another --name or --out.")
         known = config.get("members") or {}  # folders written before fingerprints were kept have none
         changed = sorted(f"{d}/{m}" for d in members for m in members[d] if d in known and known[d].get(m) != members[d][m])

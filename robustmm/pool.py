@@ -25,7 +25,7 @@ from pathlib import Path
 from robustmm import metrics
 from robustmm.compare import by_setting, shared_examples
 from robustmm.errors import RobustMMError
-from robustmm.report import format_eps, md_escape, write_markdown_and_json
+from robustmm.report import format_eps, md_escape, points_with_ci, write_markdown_and_json
 from robustmm.summary import MEMBERS, PairedSetting
 from robustmm.types import AttackRecord
 
@@ -118,11 +118,12 @@ def pool_members(members: list[Member], seed: int = 0) -> tuple[list[PooledSetti
         drops = [[g[key][i].clean_score - g[key][i].adv_score for i in ids] for g in groups]
         p_drops, f_drops = [drops[i] for i in prompts], [drops[i] for i in finetunes]
         pair_cis = [metrics.paired_bootstrap_ci(f, p, seed=seed) for p in p_drops for f in f_drops]
+        p_means, f_means = [metrics.mean(d) for d in p_drops], [metrics.mean(d) for d in f_drops]
         first = groups[0][key][ids[0]]
         rows.append(PooledSetting(
             task=key[0], dataset=key[1], attack=first.attack, attack_key=key[2], modality=first.modality, eps=first.eps,
-            n=len(ids), prompt_drops=tuple(metrics.mean(d) for d in p_drops), finetune_drops=tuple(metrics.mean(d) for d in f_drops),
-            drop_difference=metrics.mean([metrics.mean(d) for d in f_drops]) - metrics.mean([metrics.mean(d) for d in p_drops]),
+            n=len(ids), prompt_drops=tuple(p_means), finetune_drops=tuple(f_means),
+            drop_difference=metrics.mean(f_means) - metrics.mean(p_means),
             drop_difference_ci=metrics.hierarchical_bootstrap_ci(p_drops, f_drops, seed=seed),
             pairings_for_prompt=sum(low > 0 for low, _ in pair_cis), pairings_for_finetune=sum(high < 0 for _, high in pair_cis),
             pairings=len(pair_cis),
@@ -130,7 +131,7 @@ def pool_members(members: list[Member], seed: int = 0) -> tuple[list[PooledSetti
     if not rows:
         raise RobustMMError("The runs share no attack setting held by every member; pool runs made with the same datasets, "
                             "attacks and seed.")
-    rows.sort(key=lambda c: (c.task, c.dataset, c.attack, c.eps if c.eps is not None else -1.0, c.attack_key))
+    rows.sort(key=lambda c: c.sort_key)
     return rows, left_out
 
 
@@ -155,7 +156,8 @@ def dataset_verdict(rows: list[PooledSetting], n_prompt: int, n_finetune: int) -
             "was significant the same way on its own.")
 
 
-def _drops(values: tuple[float, ...]) -> str:
+def drops_text(values: tuple[float, ...]) -> str:
+    """Per-member drops in whole points, '24 / 10 / 23'."""
     return " / ".join(f"{100 * v:.0f}" for v in values)
 
 
@@ -193,8 +195,8 @@ def render_pool(rows: list[PooledSetting], left_out: list[tuple[str, str]], memb
                   "| significant | pairings significant: prompt / finetune more robust |",
                   "|---|---|---|---|---|---|---|"]
         for c in shown:
-            lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {_drops(c.prompt_drops)} | {_drops(c.finetune_drops)} | "
-                         f"{100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, {100 * c.drop_difference_ci[1]:+.1f}] | "
+            lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {drops_text(c.prompt_drops)} | {drops_text(c.finetune_drops)} | "
+                         f"{points_with_ci(c.drop_difference, c.drop_difference_ci)} | "
                          f"{'yes' if c.significant else 'no'} | {c.pairings_for_prompt} / {c.pairings_for_finetune} of {c.pairings} |")
         lines.append("")
     if left_out:

@@ -31,6 +31,11 @@ def percent(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
+def points_with_ci(value: float, ci: tuple[float, float]) -> str:
+    """A difference in [-1, 1] and its CI in signed points: '+12.0 [+3.0, +21.0]'."""
+    return f"{100 * value:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
 def write_markdown_and_json(out: str | Path, markdown: str, data: dict, what: str) -> Path:
     """Write ``markdown`` to ``out`` and ``data`` to ``out`` with suffix .json, each through a temporary
     file renamed into place (never half-written); one ``RobustMMError`` sentence if they cannot be written."""
@@ -95,8 +100,8 @@ def significance_table(rows: list[Comparison]) -> list[str]:
     ]
     for c in rows:
         lines.append(
-            f"| {md_escape(c.attack)} | {format_eps(c)} | {100 * c.drop_difference:+.1f} [{100 * c.drop_difference_ci[0]:+.1f}, "
-            f"{100 * c.drop_difference_ci[1]:+.1f}] | {'yes' if c.significant else 'no'} | "
+            f"| {md_escape(c.attack)} | {format_eps(c)} | {points_with_ci(c.drop_difference, c.drop_difference_ci)} | "
+            f"{'yes' if c.significant else 'no'} | "
             f"{c.mcnemar['a_only']} / {c.mcnemar['b_only']} | {c.mcnemar['p_value']:.3g} |"
         )
     return lines

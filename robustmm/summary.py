@@ -54,8 +54,8 @@ class MemberStats:
 
 @dataclass(frozen=True)
 class PairedSetting:
-    """One attack configuration on one dataset; subclasses add the two members compared on it and
-    ``drop_difference_ci``, the paired bootstrap CI of their drop difference."""
+    """One attack configuration on one dataset; subclasses add the members compared on it and
+    ``drop_difference_ci``, the bootstrap CI of their drop difference."""
 
     task: str
     dataset: str
@@ -68,6 +68,11 @@ class PairedSetting:
     def significant(self) -> bool:
         low, high = self.drop_difference_ci
         return low > 0 or high < 0
+
+    @property
+    def sort_key(self) -> tuple:
+        """Report order: task, dataset, attack, ε (none first), configuration."""
+        return (self.task, self.dataset, self.attack, self.eps if self.eps is not None else -1.0, self.attack_key)
 
 
 @dataclass(frozen=True)

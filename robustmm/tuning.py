@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from robustmm.data import load_dataset
-from robustmm.errors import RobustMMError
 from robustmm.data.dataset import Dataset
 from robustmm.data.easy_ve import COLORS, SHAPES, image_facts
 from robustmm.data import easy_vqa
 from robustmm.data.images import to_tensor
+from robustmm.errors import RobustMMError
 from robustmm.models import checkpoint as ckpt
 from robustmm.models.lexicon import load_lexicon, load_tokenizer, vocab_file
 from robustmm.models.prompts import PromptConfig, PromptModule
@@ -381,11 +381,10 @@ def prompt_tune(base: Path, dataset_name: str, out: Path, prompt: PromptConfig, 
     c = backbone.config
     prompts = PromptModule(prompt, c.dim, c.encoder_layers, c.decoder_layers).to(device)
     train = _train_set(dataset_name, stage, seed)
-    model = UnifiedVLM(backbone, load_tokenizer(Path(base) / "vocab.txt"), train.task, train.candidates, prompts)
+    model = UnifiedVLM(backbone, load_tokenizer(Path(base) / "vocab.txt"), train.task, train.candidates)
     if prompt.init == "activations":
-        model.prompts = None  # the bare backbone's activations
-        prompts.start_at(real_activations(model, dataset_name, prompt, seed))
-        model.prompts = prompts
+        prompts.start_at(real_activations(model, dataset_name, prompt, seed))  # the bare backbone's activations
+    model.prompts = prompts
     stats = _downstream(model, train, list(prompts.parameters()), stage, seed, f"prompt-tune {dataset_name}")
     stats["trained_parameters"] = ckpt.count(prompts.parameters())  # with the reparameterisation MLP
     ckpt.save_prompted(model, out, base, dataset_name, {"stage": asdict(stage), "seed": seed, "stats": stats})

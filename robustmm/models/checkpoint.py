@@ -147,6 +147,14 @@ def load_backbone(folder: Path) -> tuple[UnifiedBackbone, dict]:
     return backbone.eval(), config
 
 
+def _recorded_base(folder: Path, config: dict) -> dict:
+    """The {path, sha256} a finetune/prompt checkpoint records for its base."""
+    recorded = config.get("base") or {}
+    if "path" not in recorded or "sha256" not in recorded:
+        raise RobustMMError(f"Checkpoint config {Path(folder) / 'config.json'} does not name its base checkpoint.")
+    return recorded
+
+
 def resolve_base(folder: Path, config: dict, base: str | Path | None = None) -> Path:
     """The base checkpoint folder a prompt checkpoint runs on, hash-checked.
 
@@ -155,9 +163,7 @@ def resolve_base(folder: Path, config: dict, base: str | Path | None = None) -> 
     elsewhere from a default-base run still loads). Only a folder whose weights match the
     recorded sha256 is used.
     """
-    recorded = config.get("base") or {}
-    if "path" not in recorded or "sha256" not in recorded:
-        raise RobustMMError(f"Checkpoint config {Path(folder) / 'config.json'} does not name its base checkpoint.")
+    recorded = _recorded_base(folder, config)
     if base is not None:
         places = [Path(base).resolve()]
     else:
@@ -191,9 +197,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", base: str
         task, candidates, dataset = Task(config["task"]), tuple(config["candidates"]), config["dataset"]
     except (KeyError, ValueError) as err:
         raise RobustMMError(f"Checkpoint config {folder / 'config.json'} lacks a valid task/candidates/dataset ({err}).") from err
-    recorded = config.get("base") or {}
-    if "path" not in recorded or "sha256" not in recorded:
-        raise RobustMMError(f"Checkpoint config {folder / 'config.json'} does not name its base checkpoint.")
+    recorded = _recorded_base(folder, config)
     tokenizer = load_tokenizer(folder / "vocab.txt")
     base_id = f"{Path(recorded['path']).name}@{recorded['sha256']}"  # the base's identity, wherever it lies now
     if config["kind"] == "finetune":
