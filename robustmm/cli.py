@@ -262,6 +262,7 @@ def tune_recipe(
 @tune_app.command("pretrain")
 def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to write."),
                   epochs: float = typer.Option(8.0), lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
+                  objective: list[str] = typer.Option(None, help="A pretraining objective (repeat it; default: the recipe's)."),
                   device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
     """Pretrain a base model on captioning, attribute infilling and image-text matching over easy-VQA train images."""
     from dataclasses import replace
@@ -270,7 +271,9 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
     from robustmm.tuning import Recipe, pretrain
 
     recipe = Recipe(seed=seed)
-    pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr)), out, resolve_device(device))
+    recipe = replace(recipe, objectives=tuple(objective) if objective else recipe.objectives,
+                     pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr))
+    pretrain(recipe, out, resolve_device(device))
 
 
 @tune_app.command("finetune")

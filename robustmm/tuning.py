@@ -4,7 +4,9 @@
   downstream task: captioning ("what does the image describe?" -> "a blue circle"),
   attribute infilling ("a [MASK] circle" -> "blue", "a blue [MASK]" -> "circle") and
   image-text matching (OFA's 'does the image describe " a blue circle "?' -> yes, and
-  -> no for a caption with a wrong colour or shape); full-vocabulary token cross-entropy.
+  -> no for a caption with a wrong colour or shape), optionally OFA's text-only infilling
+  (a blank image and 'what is the complete text of " a blue [MASK] "?' -> "a blue circle");
+  full-vocabulary token cross-entropy.
 - ``finetune``: every backbone parameter is trained on the task (the frozen MiniLM word
   table stays frozen in every stage).
 - ``prompt_tune``: the backbone is frozen (bit-identical afterwards); only the prompts train.
@@ -37,6 +39,13 @@ from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import UnifiedBackbone, UnifiedConfig, UnifiedVLM
 
 log = logging.getLogger(__name__)
+
+
+# Pretraining objectives; each is trained once per image per epoch. Text-only objectives see a
+# blank image (white: easy-VQA's background) instead of the image.
+IMAGE_OBJECTIVES = ("caption", "infill-color", "infill-shape", "match", "mismatch")
+TEXT_ONLY_OBJECTIVES = ("infill-text",)
+OBJECTIVES = IMAGE_OBJECTIVES + TEXT_ONLY_OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -86,12 +95,22 @@ class Recipe:
     # ones (88.2%). On it easy-VE finetuning at lr 3e-4 reached 96.7% (this base: 89.5%), but prompt
     # tuning fell to 64.4% (easy-VQA, check subset) and 75.8% (easy-VE, test) (README, "How it was
     # found"); it stays off.
+    # Text infilling ("infill-text") stays off: with it the 8-epoch base matched colours (wrong colour
+    # rejected 98.2%, this base 25.8%; colour words' mean input cosine 0.24, this base 0.87), easy-VE
+    # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
+    # fell to 81.8% on the check subset against 94.4% finetuned (README, "How the recipe was found").
+    objectives: tuple[str, ...] = IMAGE_OBJECTIVES
     match_forms: tuple[str, ...] = ("full", "color", "shape")
     match_form_weights: tuple[float, ...] | None = None
     mismatch_color_share: float = 0.5
     datasets: tuple[str, ...] = ("easy-vqa", "easy-ve")
     eval_limit: int | None = None  # test examples used for the accuracies in recipe.json (None = all)
     check_limit: int = 500  # a fixed seeded test subset whose accuracy the test suite re-checks
+
+    def __post_init__(self) -> None:
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives:
+            raise RobustMMError(f"Pretraining objectives must be some of {', '.join(OBJECTIVES)}, not {self.objectives}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,9 +198,6 @@ def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], 
 # ---------------------------------------------------------------------------
 
 
-OBJECTIVES = ("caption", "infill-color", "infill-shape", "match", "mismatch")
-
-
 def pretraining_facts(limit: int | None = None, seed: int = 0, split: str = "train") -> tuple[list, list[str], list[str]]:
     """(image paths, shapes, colours) of the easy-VQA images of ``split`` whose shape and colour the
     questions reveal (at most ``limit`` of them, a seeded sample). Pretraining uses *train* only."""
@@ -201,7 +217,13 @@ def pretraining_pair(objective: str, shape: str, color: str, rng: random.Random,
     shape") or ``shape`` ("a circle"). ``mismatch`` draws a fresh wrong value each call (for a
     ``full`` caption a wrong colour with probability ``color_share``, else a wrong shape), so
     the model cannot memorise which caption of a training image is the wrong one.
+    ``infill-text`` is text-only (OFA's text infilling, BART-style): one word of the caption is
+    masked and the whole caption is the target, so the words left must be read off the text.
     """
+    if objective == "infill-text":
+        words = ["a", color, shape]
+        words[rng.randrange(len(words))] = "[MASK]"
+        return f'what is the complete text of " {" ".join(words)} "?', f"a {color} {shape}"
     if objective == "caption":
         return "what does the image describe?", f"a {color} {shape}"
     if objective == "infill-color":
@@ -224,13 +246,13 @@ def matching_question(form: str, shape: str, color: str) -> str:
 
 def pretraining_texts(facts: Sequence[tuple[str, str]], rng: random.Random, recipe: Recipe) -> list[tuple[str, str]]:
     """(input, target) texts of a pretraining batch: for each image's (shape, colour), every objective in
-    ``OBJECTIVES`` order. Matching captions draw their form from ``recipe.match_forms`` one by one, or,
+    ``recipe.objectives`` order. Matching captions draw their form from ``recipe.match_forms`` one by one, or,
     with ``recipe.match_form_weights``, once per image (its true and wrong caption then share the form)."""
     shared = (rng.choices(recipe.match_forms, recipe.match_form_weights, k=len(facts))
               if recipe.match_form_weights is not None else [None] * len(facts))
     pairs = []
     for (shape, color), form in zip(facts, shared):
-        for objective in OBJECTIVES:
+        for objective in recipe.objectives:
             if objective in ("match", "mismatch"):
                 pairs.append(pretraining_pair(objective, shape, color, rng, form or rng.choice(recipe.match_forms),
                                               recipe.mismatch_color_share))
@@ -261,6 +283,9 @@ def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> d
     drawn from different images, pretraining sat at chance for 4 epochs. Texts are built per
     batch, so mismatching captions are drawn fresh each time (each in a form drawn from
     ``recipe.match_forms``, or one form per image, see ``Recipe.match_form_weights``).
+    Text-only objectives (``infill-text``) see a blank white image: their words must be read off
+    the text, which keeps colour words apart in the input projection (without it the base mapped
+    the eight colour words to nearly one vector, mean cosine 0.87, and never matched colours).
     """
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
@@ -269,14 +294,17 @@ def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> d
     tokenizer = load_tokenizer(vocab_file())
     paths, shapes, colors = pretraining_facts(recipe.pretrain.limit, recipe.seed, "train")
     cache = ImageCache(paths, recipe.model.image_size, device)
-    per_image = len(OBJECTIVES)
+    per_image = len(recipe.objectives)
+    text_only = torch.tensor([o in TEXT_ONLY_OBJECTIVES for o in recipe.objectives], device=device)
 
     def loss_fn(images):
         rows = images.repeat_interleave(per_image)  # (B * objectives,)
         pairs = pretraining_texts([(shapes[i], colors[i]) for i in images.tolist()], rng, recipe)
         enc = tokenizer([p[0] for p in pairs], padding=True, return_tensors="pt").to(device)
         tgt = tokenizer([p[1] for p in pairs], padding=True, return_tensors="pt").to(device)  # [CLS] target [SEP]
-        return generative_loss(backbone, cache.pixels(rows), enc["input_ids"], enc["attention_mask"].bool(),
+        pixels = cache.pixels(rows)
+        pixels[text_only.repeat(len(images))] = 1.0  # a blank white image for text-only objectives
+        return generative_loss(backbone, pixels, enc["input_ids"], enc["attention_mask"].bool(),
                                tgt["input_ids"], tgt["attention_mask"].bool())
 
     # batch_size counts (image, objective) examples, as in every stage: batch_size // objectives images per step

@@ -40,3 +40,9 @@ def test_no_arguments_prints_help():
     result = run_cli()
     assert "list" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pretrain_refuses_an_unknown_objective_in_one_sentence(tmp_path):
+    result = run_cli("tune", "pretrain", "--out", str(tmp_path / "base"), "--objective", "caption", "--objective", "guess")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "objectives must be some of" in result.stderr and not (tmp_path / "base").exists()

@@ -15,7 +15,7 @@ from robustmm.models.checkpoint import load_backbone, load_model
 from robustmm.models.pair import DEFAULT_PAIR_DIR, load_pair
 from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import CandidateTrie, UnifiedBackbone, UnifiedConfig
-from robustmm.tuning import OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair, pretraining_texts
+from robustmm.tuning import IMAGE_OBJECTIVES, OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair, pretraining_texts
 
 from conftest import build_tiny_model
 
@@ -114,7 +114,7 @@ def test_pretraining_pairs_match_the_image_facts_and_mismatches_are_wrong():
     changed = {"full": [], "color": [], "shape": []}  # per form: was the colour the wrong word?
     for _ in range(300):
         for form in changed:
-            for objective in OBJECTIVES:
+            for objective in IMAGE_OBJECTIVES:
                 text, target = pretraining_pair(objective, "circle", "red", rng, form, color_share=0.75)
                 seen.add((objective, text))
                 if objective == "caption":
@@ -135,17 +135,56 @@ def test_pretraining_pairs_match_the_image_facts_and_mismatches_are_wrong():
     assert 0.65 < sum(changed["full"]) / 300 < 0.85  # color_share of the wrong full captions change the colour
 
 
-@pytest.mark.parametrize("weights", [None, (0.5, 0.3, 0.2)])
-def test_pretraining_batches_pair_true_and_wrong_captions_in_one_form_when_weighted(weights):
+def test_text_infilling_masks_one_caption_word_and_targets_the_whole_caption():
     import random
 
-    recipe = Recipe(match_form_weights=weights, mismatch_color_share=0.75)
+    rng, masked = random.Random(0), set()
+    for _ in range(100):
+        text, target = pretraining_pair("infill-text", "circle", "red", rng)
+        words = text.split('"')[1].split()
+        assert text.startswith("what is the complete text of") and target == "a red circle"
+        assert len(words) == 3 and words.count("[MASK]") == 1
+        assert all(w in ("[MASK]", truth) for w, truth in zip(words, ["a", "red", "circle"]))
+        masked.add(words.index("[MASK]"))
+    assert masked == {0, 1, 2}
+
+
+def test_recipe_refuses_unknown_pretraining_objectives():
+    with pytest.raises(RobustMMError, match="objectives"):
+        Recipe(objectives=("caption", "infill-everything"))
+    with pytest.raises(RobustMMError, match="objectives"):
+        Recipe(objectives=())
+
+
+def test_pretraining_shows_text_only_objectives_a_blank_image(monkeypatch, tmp_path):
+    from robustmm import tuning
+
+    seen, loss = [], tuning.generative_loss
+
+    def spy(backbone, pixels, *rest):
+        seen.append(pixels.detach().clone())
+        return loss(backbone, pixels, *rest)
+
+    monkeypatch.setattr(tuning, "generative_loss", spy)
+    recipe = Recipe(model=TINY, objectives=("caption", "infill-text"), pretrain=replace(TINY_STAGE, limit=8, batch_size=8))
+    pretrain(recipe, tmp_path / "base")
+    pixels = torch.cat(seen)  # rows alternate: caption (the image), infill-text (blank)
+    assert pixels.shape[0] == 2 * 8 * TINY_STAGE.epochs
+    assert (pixels[1::2] == 1.0).all() and (pixels[0::2] < 1.0).flatten(1).any(1).all()
+
+
+@pytest.mark.parametrize("objectives", [IMAGE_OBJECTIVES, OBJECTIVES])
+@pytest.mark.parametrize("weights", [None, (0.5, 0.3, 0.2)])
+def test_pretraining_batches_pair_true_and_wrong_captions_in_one_form_when_weighted(weights, objectives):
+    import random
+
+    recipe = Recipe(match_form_weights=weights, mismatch_color_share=0.75, objectives=objectives)
     facts = [("circle", "red"), ("triangle", "blue")] * 200
     texts = pretraining_texts(facts, random.Random(0), recipe)
-    assert len(texts) == len(facts) * len(OBJECTIVES)
-    match, mismatch = OBJECTIVES.index("match"), OBJECTIVES.index("mismatch")
+    assert len(texts) == len(facts) * len(recipe.objectives)
+    match, mismatch = recipe.objectives.index("match"), recipe.objectives.index("mismatch")
     same_form = []
-    for start in range(0, len(texts), len(OBJECTIVES)):
+    for start in range(0, len(texts), len(recipe.objectives)):
         true, wrong = (texts[start + k][0].split('"')[1].split() for k in (match, mismatch))
         same_form.append(len(true) == len(wrong) and ("shape" in true) == ("shape" in wrong))
         if same_form[-1]:
