@@ -270,10 +270,8 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, pretrain
 
-    recipe = Recipe(seed=seed)
-    recipe = replace(recipe, objectives=tuple(objective) if objective else recipe.objectives,
-                     pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr))
-    pretrain(recipe, out, resolve_device(device))
+    recipe = Recipe(seed=seed, **({"objectives": tuple(objective)} if objective else {}))
+    pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr)), out, resolve_device(device))
 
 
 @tune_app.command("finetune")

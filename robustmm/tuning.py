@@ -93,8 +93,8 @@ class Recipe:
     # colour (not shape) is wrong. Colour-biased matching ((0.5, 0.3, 0.2), 0.75) made a base that
     # rejects 99.5% of wrong-colour full captions (this base: 25.8%) but only 33.5% of wrong-shape
     # ones (88.2%). On it easy-VE finetuning at lr 3e-4 reached 96.7% (this base: 89.5%), but prompt
-    # tuning fell to 64.4% (easy-VQA, check subset) and 75.8% (easy-VE, test) (README, "How it was
-    # found"); it stays off.
+    # tuning fell to 64.4% (easy-VQA, check subset) and 75.8% (easy-VE, test) (README, "How the
+    # recipe was found"); it stays off.
     # Text infilling ("infill-text") stays off: with it the 8-epoch base matched colours (wrong colour
     # rejected 98.2%, this base 25.8%; colour words' mean input cosine 0.24, this base 0.87), easy-VE
     # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
