@@ -263,6 +263,8 @@ def tune_recipe(
 def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to write."),
                   epochs: float = typer.Option(8.0), lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
                   objective: list[str] = typer.Option(None, help="A pretraining objective (repeat it; default: the recipe's)."),
+                  then_epochs: float = typer.Option(0.0, help="Then continue this many epochs with the --then-objective list (0: no second phase)."),
+                  then_objective: list[str] = typer.Option(None, help="An objective of the second phase (repeat it; default: all of them)."),
                   device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
     """Pretrain a base model on captioning, attribute infilling and image-text matching over easy-VQA train images."""
     from dataclasses import replace
@@ -270,7 +272,8 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, pretrain
 
-    recipe = Recipe(seed=seed, **({"objectives": tuple(objective)} if objective else {}))
+    recipe = Recipe(seed=seed, then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
+                    **({"then_objectives": tuple(then_objective)} if then_objective else {}))
     pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr)), out, resolve_device(device))
 
 

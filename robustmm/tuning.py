@@ -5,8 +5,8 @@
   attribute infilling ("a [MASK] circle" -> "blue", "a blue [MASK]" -> "circle") and
   image-text matching (OFA's 'does the image describe " a blue circle "?' -> yes, and
   -> no for a caption with a wrong colour or shape), optionally OFA's text-only infilling
-  (a blank image and 'what is the complete text of " a blue [MASK] "?' -> "a blue circle");
-  full-vocabulary token cross-entropy.
+  (a blank image and 'what is the complete text of " a blue [MASK] "?' -> "a blue circle"),
+  optionally a second phase with other objectives; full-vocabulary token cross-entropy.
 - ``finetune``: every backbone parameter is trained on the task (the frozen MiniLM word
   table stays frozen in every stage).
 - ``prompt_tune``: the backbone is frozen (bit-identical afterwards); only the prompts train.
@@ -78,7 +78,8 @@ class Recipe:
     finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3, batch_size=64))
     # Prompts: length 32 with the paper's MLP reparameterisation at lr 0.01. Measured (GPU search,
     # easy-VQA): the paper's lr 0.03 fell to 41.9% and without the MLP 42.1%, vs 80.7% with it.
-    # 5 epochs instead of 3 did not help (86.4% vs 88.0% on the check subset), nor lr 3e-3 (81.0%).
+    # 5 epochs instead of 3 did not help (86.4% vs 88.0% on the check subset), nor lr 3e-3 (81.0%), nor
+    # the paper's length 64 (88.6% vs 90.4%, both from the activations; it helps on bases that match colours).
     prompt_tune: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, lr=1e-2, batch_size=64, weight_decay=0.0))
     # easy-VE has 3.6x fewer training examples than easy-VQA: more passes over it. Test accuracy at lr 1e-3:
     # 83.1% after 4 epochs, 88.3% after 8, 89.5% after 12 (the rest is colour, which this base does not
@@ -100,6 +101,14 @@ class Recipe:
     # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
     # fell to 81.8% on the check subset against 94.4% finetuned (README, "How the recipe was found").
     objectives: tuple[str, ...] = IMAGE_OBJECTIVES
+    # A second pretraining phase (off: 0 epochs) continues the base with ``then_objectives`` for
+    # ``then_epochs`` (lr, batch and schedule as ``pretrain``, restarted). Two epochs with text infilling
+    # added after this base's 8 began colour matching (wrong colour rejected 55%, this base 26%) and
+    # easy-VE finetuning reached 92.2% in 8 epochs, but easy-VE prompts fell to 68.2% (random start) /
+    # 78.6% (activation start) and easy-VQA prompts to 86.4% on the check subset (README, "How the
+    # recipe was found"); it stays off.
+    then_objectives: tuple[str, ...] = OBJECTIVES
+    then_epochs: float = 0.0
     match_forms: tuple[str, ...] = ("full", "color", "shape")
     match_form_weights: tuple[float, ...] | None = None
     mismatch_color_share: float = 0.5
@@ -108,9 +117,11 @@ class Recipe:
     check_limit: int = 500  # a fixed seeded test subset whose accuracy the test suite re-checks
 
     def __post_init__(self) -> None:
-        unknown = [o for o in self.objectives if o not in OBJECTIVES]
-        if unknown or not self.objectives:
-            raise RobustMMError(f"Pretraining objectives must be some of {', '.join(OBJECTIVES)}, not {self.objectives}.")
+        for objectives in (self.objectives, self.then_objectives):
+            if not objectives or any(o not in OBJECTIVES for o in objectives):
+                raise RobustMMError(f"Pretraining objectives must be some of {', '.join(OBJECTIVES)}, not {objectives}.")
+        if self.then_epochs < 0:
+            raise RobustMMError(f"Pretraining's second phase cannot last {self.then_epochs} epochs (0 turns it off).")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -244,15 +255,16 @@ def matching_question(form: str, shape: str, color: str) -> str:
     return f'does the image describe " {caption} "?'
 
 
-def pretraining_texts(facts: Sequence[tuple[str, str]], rng: random.Random, recipe: Recipe) -> list[tuple[str, str]]:
+def pretraining_texts(facts: Sequence[tuple[str, str]], rng: random.Random, recipe: Recipe,
+                      objectives: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(input, target) texts of a pretraining batch: for each image's (shape, colour), every objective in
-    ``recipe.objectives`` order. Matching captions draw their form from ``recipe.match_forms`` one by one, or,
+    ``objectives`` order (default ``recipe.objectives``). Matching captions draw their form from ``recipe.match_forms`` one by one, or,
     with ``recipe.match_form_weights``, once per image (its true and wrong caption then share the form)."""
     shared = (rng.choices(recipe.match_forms, recipe.match_form_weights, k=len(facts))
               if recipe.match_form_weights is not None else [None] * len(facts))
     pairs = []
     for (shape, color), form in zip(facts, shared):
-        for objective in recipe.objectives:
+        for objective in recipe.objectives if objectives is None else objectives:
             if objective in ("match", "mismatch"):
                 pairs.append(pretraining_pair(objective, shape, color, rng, form or rng.choice(recipe.match_forms),
                                               recipe.mismatch_color_share))
@@ -276,6 +288,8 @@ def generative_loss(backbone: UnifiedBackbone, pixels, text_ids, text_mask, targ
 def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> dict:
     """Train a base backbone on the generic objectives (on ``device``) and save it to ``out``.
 
+    Two phases: ``recipe.pretrain`` with ``recipe.objectives``, then (if ``recipe.then_epochs`` > 0)
+    that many more epochs with ``recipe.then_objectives``, same lr, batch and restarted schedule.
     One epoch = every objective once per image. A batch holds whole images, each with *every*
     objective: an image is seen with its true and a wrong caption in the same step, as ITM is
     trained with paired negatives (ALBEF, BLIP). The yes/no prior then cancels within the batch
@@ -288,28 +302,36 @@ def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> d
     the eight colour words to nearly one vector, mean cosine 0.87, and never matched colours).
     """
     torch.manual_seed(recipe.seed)
-    rng = random.Random(recipe.seed)
     table, _ = load_lexicon()
     backbone = UnifiedBackbone(recipe.model, table).to(device).train()
     tokenizer = load_tokenizer(vocab_file())
     paths, shapes, colors = pretraining_facts(recipe.pretrain.limit, recipe.seed, "train")
     cache = ImageCache(paths, recipe.model.image_size, device)
-    per_image = len(recipe.objectives)
-    text_only = torch.tensor([o in TEXT_ONLY_OBJECTIVES for o in recipe.objectives], device=device)
 
-    def loss_fn(images):
-        rows = images.repeat_interleave(per_image)  # (B * objectives,)
-        pairs = pretraining_texts([(shapes[i], colors[i]) for i in images.tolist()], rng, recipe)
-        enc = tokenizer([p[0] for p in pairs], padding=True, return_tensors="pt").to(device)
-        tgt = tokenizer([p[1] for p in pairs], padding=True, return_tensors="pt").to(device)  # [CLS] target [SEP]
-        pixels = cache.pixels(rows)
-        pixels[text_only.repeat(len(images))] = 1.0  # a blank white image for text-only objectives
-        return generative_loss(backbone, pixels, enc["input_ids"], enc["attention_mask"].bool(),
-                               tgt["input_ids"], tgt["attention_mask"].bool())
+    def phase(objectives: tuple[str, ...], epochs: float, description: str) -> dict:
+        rng = random.Random(recipe.seed)
+        per_image = len(objectives)
+        text_only = torch.tensor([o in TEXT_ONLY_OBJECTIVES for o in objectives], device=device)
 
-    # batch_size counts (image, objective) examples, as in every stage: batch_size // objectives images per step
-    stage = replace(recipe.pretrain, batch_size=max(1, recipe.pretrain.batch_size // per_image))
-    stats = fit(list(backbone.parameters()), loss_fn, len(paths), stage, recipe.seed, "pretrain base")
+        def loss_fn(images):
+            rows = images.repeat_interleave(per_image)  # (B * objectives,)
+            pairs = pretraining_texts([(shapes[i], colors[i]) for i in images.tolist()], rng, recipe, objectives)
+            enc = tokenizer([p[0] for p in pairs], padding=True, return_tensors="pt").to(device)
+            tgt = tokenizer([p[1] for p in pairs], padding=True, return_tensors="pt").to(device)  # [CLS] target [SEP]
+            pixels = cache.pixels(rows)
+            pixels[text_only.repeat(len(images))] = 1.0  # a blank white image for text-only objectives
+            return generative_loss(backbone, pixels, enc["input_ids"], enc["attention_mask"].bool(),
+                                   tgt["input_ids"], tgt["attention_mask"].bool())
+
+        # batch_size counts (image, objective) examples, as in every stage: batch_size // objectives images per step
+        stage = replace(recipe.pretrain, epochs=epochs, batch_size=max(1, recipe.pretrain.batch_size // per_image))
+        return fit(list(backbone.parameters()), loss_fn, len(paths), stage, recipe.seed, description)
+
+    stats = phase(recipe.objectives, recipe.pretrain.epochs, "pretrain base")
+    if recipe.then_epochs > 0:
+        then = phase(recipe.then_objectives, recipe.then_epochs, "pretrain base, then")
+        stats = {"steps": stats["steps"] + then["steps"], "final_loss": then["final_loss"],
+                 "seconds": stats["seconds"] + then["seconds"], "phases": [stats, then]}
     backbone.eval()
     ckpt.save_base(backbone, out, vocab_file(), {"recipe": recipe.to_dict(), "stats": stats})
     return stats

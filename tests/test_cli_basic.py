@@ -46,3 +46,6 @@ def test_pretrain_refuses_an_unknown_objective_in_one_sentence(tmp_path):
     result = run_cli("tune", "pretrain", "--out", str(tmp_path / "base"), "--objective", "caption", "--objective", "guess")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "objectives must be some of" in result.stderr and not (tmp_path / "base").exists()
+    result = run_cli("tune", "pretrain", "--out", str(tmp_path / "base"), "--then-epochs", "2", "--then-objective", "guess")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "objectives must be some of" in result.stderr and not (tmp_path / "base").exists()

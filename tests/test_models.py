@@ -154,6 +154,32 @@ def test_recipe_refuses_unknown_pretraining_objectives():
         Recipe(objectives=("caption", "infill-everything"))
     with pytest.raises(RobustMMError, match="objectives"):
         Recipe(objectives=())
+    with pytest.raises(RobustMMError, match="objectives"):
+        Recipe(then_objectives=("match", "rhyme"))
+    with pytest.raises(RobustMMError, match="second phase"):
+        Recipe(then_epochs=-1)
+
+
+def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(monkeypatch, tmp_path):
+    from robustmm import tuning
+
+    stage = replace(TINY_STAGE, limit=8, batch_size=8)
+    recipe = Recipe(model=TINY, pretrain=stage, then_objectives=("caption", "infill-text"), then_epochs=1)
+    seen, texts = [], tuning.pretraining_texts
+    monkeypatch.setattr(tuning, "pretraining_texts", lambda facts, rng, r, objectives=None: (
+        seen.append(tuple(objectives)), texts(facts, rng, r, objectives))[1])
+    stats = pretrain(recipe, tmp_path / "two")
+    # a batch of 8 (image, objective) rows holds 8 // 5 = 1 image in phase 1 and 8 // 2 = 4 in phase 2
+    assert [phase["steps"] for phase in stats["phases"]] == [8, 2] and stats["steps"] == 10
+    assert seen == [IMAGE_OBJECTIVES] * 8 + [("caption", "infill-text")] * 2
+    # the same as pretraining phase 1 alone, then pretraining that base on phase 2's objectives
+    pretrain(replace(recipe, then_epochs=0), tmp_path / "one")
+    first, _ = load_backbone(tmp_path / "one")
+    monkeypatch.setattr(tuning, "UnifiedBackbone", lambda config, table: first)
+    pretrain(replace(recipe, objectives=recipe.then_objectives, then_epochs=0), tmp_path / "continued")
+    two, continued = load_backbone(tmp_path / "two")[0].state_dict(), load_backbone(tmp_path / "continued")[0].state_dict()
+    assert all(torch.equal(two[k], continued[k]) for k in two)
+    assert not torch.equal(two["text_proj.weight"], load_backbone(tmp_path / "one")[0].state_dict()["text_proj.weight"])
 
 
 def test_pretraining_shows_text_only_objectives_a_blank_image(monkeypatch, tmp_path):
