@@ -166,8 +166,12 @@ def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(mo
     stage = replace(TINY_STAGE, limit=8, batch_size=8)
     recipe = Recipe(model=TINY, pretrain=stage, then_objectives=("caption", "infill-text"), then_epochs=1)
     seen, texts = [], tuning.pretraining_texts
-    monkeypatch.setattr(tuning, "pretraining_texts", lambda facts, rng, r, objectives=None: (
-        seen.append(tuple(objectives)), texts(facts, rng, r, objectives))[1])
+
+    def spy(facts, rng, recipe, objectives=None):
+        seen.append(tuple(objectives))
+        return texts(facts, rng, recipe, objectives)
+
+    monkeypatch.setattr(tuning, "pretraining_texts", spy)
     stats = pretrain(recipe, tmp_path / "two")
     # a batch of 8 (image, objective) rows holds 8 // 5 = 1 image in phase 1 and 8 // 2 = 4 in phase 2
     assert [phase["steps"] for phase in stats["phases"]] == [8, 2] and stats["steps"] == 10
