@@ -245,12 +245,13 @@ def tune_recipe(
     out: Path = typer.Option(Path("robustmm/checkpoints/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/."),
     seed: int = typer.Option(0, help="Seed of the whole recipe."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto; the shipped pair was made on cpu."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32)."),
 ) -> None:
     """Make the default pair: pretrain a base, then finetune and prompt-tune it on easy-vqa and easy-ve."""
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, make_pair
 
-    report = make_pair(Recipe(seed=seed), out, resolve_device(device))
+    report = make_pair(Recipe(seed=seed).in_precision(precision), out, resolve_device(device))
     for key, value in report["accuracy"].items():
         console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
                       f"({value['trainable_parameters']:,} trainable parameters)")
@@ -265,7 +266,8 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
                   objective: list[str] = typer.Option(None, help="A pretraining objective (repeat it; default: the recipe's)."),
                   then_epochs: float = typer.Option(0.0, help="Then continue this many epochs with the --then-objective list (0: no second phase)."),
                   then_objective: list[str] = typer.Option(None, help="An objective of the second phase (repeat it; default: all of them)."),
-                  device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
+                  device: str = typer.Option("auto", help="auto, cpu or cuda."),
+                  precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32).")) -> None:
     """Pretrain a base model on captioning, attribute infilling and image-text matching over easy-VQA train images."""
     from dataclasses import replace
 
@@ -274,18 +276,19 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
 
     recipe = Recipe(seed=seed, then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
                     **({"then_objectives": tuple(then_objective)} if then_objective else {}))
-    pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr)), out, resolve_device(device))
+    pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr, precision=precision)), out, resolve_device(device))
 
 
 @tune_app.command("finetune")
 def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
                   out: Path = typer.Option(...), epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3),
-                  seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
+                  seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda."),
+                  precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32).")) -> None:
     """Finetune every parameter of a base model on a task."""
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import StageConfig, finetune
 
-    finetune(base, dataset, out, StageConfig(epochs=epochs, lr=lr), seed, resolve_device(device))
+    finetune(base, dataset, out, StageConfig(epochs=epochs, lr=lr, precision=precision), seed, resolve_device(device))
 
 
 @tune_app.command("prompt")
@@ -296,7 +299,8 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
                 reparam_hidden: int = typer.Option(32, help="Hidden width of the reparameterisation MLP."),
                 init: str = typer.Option("activations", help="activations (start at the base's key/values of real inputs) or random."),
                 epochs: float = typer.Option(3.0), lr: float = typer.Option(1e-2), seed: int = typer.Option(0),
-                device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
+                device: str = typer.Option("auto", help="auto, cpu or cuda."),
+                precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32).")) -> None:
     """Train prompts only, on top of a frozen base model."""
     from robustmm.models.pair import resolve_device
     from robustmm.models.prompts import PromptConfig
@@ -304,7 +308,7 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
 
     prompt_tune(base, dataset, out, PromptConfig(style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden,
                                                       init=init),
-                StageConfig(epochs=epochs, lr=lr, weight_decay=0.0), seed, resolve_device(device))
+                StageConfig(epochs=epochs, lr=lr, weight_decay=0.0, precision=precision), seed, resolve_device(device))
 
 
 @app.command("setup-text")

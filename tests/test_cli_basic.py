@@ -42,6 +42,13 @@ def test_no_arguments_prints_help():
     assert "Traceback" not in result.stderr
 
 
+def test_tuning_refuses_an_unknown_precision_in_one_sentence(tmp_path):
+    for command in (("recipe",), ("pretrain",), ("finetune", "--base", str(tmp_path / "base")), ("prompt", "--base", str(tmp_path / "base"))):
+        result = run_cli("tune", *command, "--out", str(tmp_path / "out"), "--precision", "fp16")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "precision must be one of fp32, bf16" in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_pretrain_refuses_an_unknown_objective_in_one_sentence(tmp_path):
     result = run_cli("tune", "pretrain", "--out", str(tmp_path / "base"), "--objective", "caption", "--objective", "guess")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -15,7 +15,8 @@ from robustmm.models.checkpoint import load_backbone, load_model
 from robustmm.models.pair import DEFAULT_PAIR_DIR, load_pair
 from robustmm.models.prompts import PromptConfig, PromptModule
 from robustmm.models.unified import CandidateTrie, UnifiedBackbone, UnifiedConfig
-from robustmm.tuning import IMAGE_OBJECTIVES, OBJECTIVES, Recipe, finetune, pretrain, pretraining_pair, pretraining_texts
+from robustmm.tuning import (IMAGE_OBJECTIVES, OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_pair,
+                             pretraining_texts)
 
 from conftest import build_tiny_model
 
@@ -184,6 +185,42 @@ def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(mo
     two, continued = load_backbone(tmp_path / "two")[0].state_dict(), load_backbone(tmp_path / "continued")[0].state_dict()
     assert all(torch.equal(two[k], continued[k]) for k in two)
     assert not torch.equal(two["text_proj.weight"], load_backbone(tmp_path / "one")[0].state_dict()["text_proj.weight"])
+
+
+def test_bf16_stages_run_their_forward_pass_under_autocast_and_fp32_is_the_default(monkeypatch, tmp_path):
+    from robustmm import tuning
+
+    with pytest.raises(RobustMMError, match="precision"):
+        StageConfig(precision="fp16")
+    recipe = Recipe(model=TINY, pretrain=replace(TINY_STAGE, limit=8, batch_size=8))
+    stages = ("pretrain", "finetune", "prompt_tune", "finetune_ve", "prompt_tune_ve")
+    assert {getattr(Recipe(), name).precision for name in stages} == {"fp32"}
+    assert {getattr(recipe.in_precision("bf16"), name).precision for name in stages} == {"bf16"}
+    seen, loss = [], tuning.generative_loss
+
+    def spy(backbone, *rest):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return loss(backbone, *rest)
+
+    monkeypatch.setattr(tuning, "generative_loss", spy)
+    half = pretrain(recipe.in_precision("bf16"), tmp_path / "bf16")
+    assert seen == [torch.bfloat16] * half["steps"] and torch.isfinite(torch.tensor(half["final_loss"]))
+    seen.clear()
+    full = pretrain(recipe, tmp_path / "fp32")
+    assert seen == [None] * full["steps"]
+    a, b = load_backbone(tmp_path / "bf16")[0].state_dict(), load_backbone(tmp_path / "fp32")[0].state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a), "bf16 autocast changed no weight"
+    # downstream stages too: the candidate loss runs under autocast and the weights train
+    calls, candidate_loss = [], tuning.UnifiedVLM.loss
+
+    def loss_spy(model, *args):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        return candidate_loss(model, *args)
+
+    monkeypatch.setattr(tuning.UnifiedVLM, "loss", loss_spy)
+    stats = finetune(tmp_path / "fp32", "easy-vqa", tmp_path / "ft", replace(TINY_STAGE, precision="bf16"))
+    tuned = load_backbone(tmp_path / "ft")[0].state_dict()
+    assert calls == [True] * stats["steps"] and any(not torch.equal(tuned[k], b[k]) for k in b)
 
 
 def test_pretraining_shows_text_only_objectives_a_blank_image(monkeypatch, tmp_path):
