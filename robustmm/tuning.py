@@ -109,7 +109,8 @@ class Recipe:
     # Text infilling ("infill-text") stays off: with it the 8-epoch base matched colours (wrong colour
     # rejected 98.2%, this base 25.8%; colour words' mean input cosine 0.24, this base 0.87), easy-VE
     # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
-    # fell to 81.8% on the check subset against 94.4% finetuned (README, "How the recipe was found").
+    # fell to 81.8% on the check subset against 94.4% finetuned. Length-64 easy-VQA prompts trained 8 epochs
+    # at lr 5e-3 reach 90.1% test (finetuned 93.8%), but that recipe takes ~47.7 min (README, "How the recipe was found").
     objectives: tuple[str, ...] = IMAGE_OBJECTIVES
     # A second pretraining phase (off: 0 epochs) continues the base with ``then_objectives`` for
     # ``then_epochs`` (lr, batch and schedule as ``pretrain``, restarted). Two epochs with text infilling
