@@ -240,12 +240,15 @@ def list_command() -> None:
     console.print(table)
 
 
+PRECISION_HELP = "fp32, or bf16: mixed precision (the forward pass under bfloat16 autocast; weights and losses stay fp32)."
+
+
 @tune_app.command("recipe")
 def tune_recipe(
     out: Path = typer.Option(Path("robustmm/checkpoints/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/."),
     seed: int = typer.Option(0, help="Seed of the whole recipe."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto; the shipped pair was made on cpu."),
-    precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32)."),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
 ) -> None:
     """Make the default pair: pretrain a base, then finetune and prompt-tune it on easy-vqa and easy-ve."""
     from robustmm.models.pair import resolve_device
@@ -267,7 +270,7 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
                   then_epochs: float = typer.Option(0.0, help="Then continue this many epochs with the --then-objective list (0: no second phase)."),
                   then_objective: list[str] = typer.Option(None, help="An objective of the second phase (repeat it; default: all of them)."),
                   device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                  precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32).")) -> None:
+                  precision: str = typer.Option("fp32", help=PRECISION_HELP)) -> None:
     """Pretrain a base model on captioning, attribute infilling and image-text matching over easy-VQA train images."""
     from dataclasses import replace
 
@@ -283,7 +286,7 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
 def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
                   out: Path = typer.Option(...), epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3),
                   seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                  precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32).")) -> None:
+                  precision: str = typer.Option("fp32", help=PRECISION_HELP)) -> None:
     """Finetune every parameter of a base model on a task."""
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import StageConfig, finetune
@@ -300,7 +303,7 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
                 init: str = typer.Option("activations", help="activations (start at the base's key/values of real inputs) or random."),
                 epochs: float = typer.Option(3.0), lr: float = typer.Option(1e-2), seed: int = typer.Option(0),
                 device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                precision: str = typer.Option("fp32", help="fp32, or bf16: mixed precision (bfloat16 autocast; weights and losses stay fp32).")) -> None:
+                precision: str = typer.Option("fp32", help=PRECISION_HELP)) -> None:
     """Train prompts only, on top of a frozen base model."""
     from robustmm.models.pair import resolve_device
     from robustmm.models.prompts import PromptConfig

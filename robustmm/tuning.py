@@ -60,9 +60,9 @@ class StageConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05  # share of steps with linear warm-up
     limit: int | None = None  # train on at most this many examples, or images when pretraining (seeded sample)
-    # "bf16": the forward pass runs under bfloat16 autocast (matmuls, convolutions, attention in bf16;
-    # weights, optimiser state, softmax and losses stay fp32). Mixed precision as OFA trains on GPUs;
-    # the shipped pair is fp32 (benchmarks/bench_precision.py measures both).
+    # "bf16": the forward pass runs under bfloat16 autocast (matmuls, convolutions and attention in bf16;
+    # weights, optimiser state and losses stay fp32), mixed precision as OFA trains (in fp16 there).
+    # The shipped pair is fp32: bf16 cost accuracy downstream (benchmarks/bench_precision.py, README).
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
