@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -139,8 +139,8 @@ class Recipe:
 
     def in_precision(self, precision: str) -> "Recipe":
         """This recipe with every stage trained in ``precision`` (see ``StageConfig.precision``)."""
-        stages = ("pretrain", "finetune", "prompt_tune", "finetune_ve", "prompt_tune_ve")
-        return replace(self, **{name: replace(getattr(self, name), precision=precision) for name in stages})
+        stages = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), StageConfig)}
+        return replace(self, **{name: replace(stage, precision=precision) for name, stage in stages.items()})
 
 
 # ---------------------------------------------------------------------------
