@@ -248,13 +248,14 @@ def tune_recipe(
     out: Path = typer.Option(Path("robustmm/checkpoints/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/."),
     seed: int = typer.Option(0, help="Seed of the whole recipe."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto; the shipped pair was made on cpu."),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    precision: str = typer.Option(None, help=PRECISION_HELP + " Sets every stage; default: the recipe's (fp32)."),
 ) -> None:
     """Make the default pair: pretrain a base, then finetune and prompt-tune it on easy-vqa and easy-ve."""
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, make_pair
 
-    report = make_pair(Recipe(seed=seed).in_precision(precision), out, resolve_device(device))
+    recipe = Recipe(seed=seed)
+    report = make_pair(recipe.in_precision(precision) if precision else recipe, out, resolve_device(device))
     for key, value in report["accuracy"].items():
         console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
                       f"({value['trainable_parameters']:,} trainable parameters)")
@@ -265,12 +266,13 @@ def tune_recipe(
 
 @tune_app.command("pretrain")
 def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to write."),
-                  epochs: float = typer.Option(8.0), lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
+                  epochs: float = typer.Option(None, help="Default: the recipe's (8)."),
+                  lr: float = typer.Option(None, help="Default: the recipe's (1e-3)."), seed: int = typer.Option(0),
                   objective: list[str] = typer.Option(None, help="A pretraining objective (repeat it; default: the recipe's)."),
                   then_epochs: float = typer.Option(0.0, help="Then continue this many epochs with the --then-objective list (0: no second phase)."),
                   then_objective: list[str] = typer.Option(None, help="An objective of the second phase (repeat it; default: all of them)."),
                   device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                  precision: str = typer.Option("fp32", help=PRECISION_HELP)) -> None:
+                  precision: str = typer.Option(None, help=PRECISION_HELP + " Default: the recipe's (fp32).")) -> None:
     """Pretrain a base model on captioning, attribute infilling and image-text matching over easy-VQA train images."""
     from dataclasses import replace
 
@@ -279,39 +281,52 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
 
     recipe = Recipe(seed=seed, then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
                     **({"then_objectives": tuple(then_objective)} if then_objective else {}))
-    pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=epochs, lr=lr, precision=precision)), out, resolve_device(device))
+    pretrain(replace(recipe, pretrain=_overridden(recipe.pretrain, epochs=epochs, lr=lr, precision=precision)), out, resolve_device(device))
+
+
+RECIPE_DEFAULT = "Default: the recipe's for the dataset."
 
 
 @tune_app.command("finetune")
 def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
-                  out: Path = typer.Option(...), epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3),
+                  out: Path = typer.Option(...), epochs: float = typer.Option(None, help=RECIPE_DEFAULT),
+                  lr: float = typer.Option(None, help=RECIPE_DEFAULT),
                   seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                  precision: str = typer.Option("fp32", help=PRECISION_HELP)) -> None:
-    """Finetune every parameter of a base model on a task."""
+                  precision: str = typer.Option(None, help=PRECISION_HELP + " " + RECIPE_DEFAULT)) -> None:
+    """Finetune every parameter of a base model on a task (stage settings default to the shipped recipe's)."""
     from robustmm.models.pair import resolve_device
-    from robustmm.tuning import StageConfig, finetune
+    from robustmm.tuning import Recipe, finetune
 
-    finetune(base, dataset, out, StageConfig(epochs=epochs, lr=lr, precision=precision), seed, resolve_device(device))
+    stage = _overridden(Recipe().for_dataset(dataset)[0], epochs=epochs, lr=lr, precision=precision)
+    finetune(base, dataset, out, stage, seed, resolve_device(device))
 
 
 @tune_app.command("prompt")
 def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
-                out: Path = typer.Option(...), style: str = typer.Option("prefix", help="prefix (every layer) or prompt (input only)."),
-                where: str = typer.Option("both", help="encoder, decoder or both."), length: int = typer.Option(32),
-                reparam: bool = typer.Option(True, help="MLP reparameterisation (--no-reparam: plain prompt tensors)."),
-                reparam_hidden: int = typer.Option(32, help="Hidden width of the reparameterisation MLP."),
-                init: str = typer.Option("activations", help="activations (start at the base's key/values of real inputs) or random."),
-                epochs: float = typer.Option(3.0), lr: float = typer.Option(1e-2), seed: int = typer.Option(0),
-                device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                precision: str = typer.Option("fp32", help=PRECISION_HELP)) -> None:
-    """Train prompts only, on top of a frozen base model."""
+                out: Path = typer.Option(...),
+                style: str = typer.Option(None, help="prefix (every layer) or prompt (input only). " + RECIPE_DEFAULT),
+                where: str = typer.Option(None, help="encoder, decoder or both. " + RECIPE_DEFAULT),
+                length: int = typer.Option(None, help=RECIPE_DEFAULT),
+                reparam: bool = typer.Option(None, help="MLP reparameterisation (--no-reparam: plain prompt tensors). " + RECIPE_DEFAULT),
+                reparam_hidden: int = typer.Option(None, help="Hidden width of the reparameterisation MLP. " + RECIPE_DEFAULT),
+                init: str = typer.Option(None, help="activations (start at the base's key/values of real inputs) or random. " + RECIPE_DEFAULT),
+                epochs: float = typer.Option(None, help=RECIPE_DEFAULT), lr: float = typer.Option(None, help=RECIPE_DEFAULT),
+                seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda."),
+                precision: str = typer.Option(None, help=PRECISION_HELP + " " + RECIPE_DEFAULT)) -> None:
+    """Train prompts only, on top of a frozen base model (settings default to the shipped recipe's)."""
     from robustmm.models.pair import resolve_device
-    from robustmm.models.prompts import PromptConfig
-    from robustmm.tuning import StageConfig, prompt_tune
+    from robustmm.tuning import Recipe, prompt_tune
 
-    prompt_tune(base, dataset, out, PromptConfig(style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden,
-                                                      init=init),
-                StageConfig(epochs=epochs, lr=lr, weight_decay=0.0, precision=precision), seed, resolve_device(device))
+    _, stage, prompt = Recipe().for_dataset(dataset)
+    prompt = _overridden(prompt, style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden, init=init)
+    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision), seed, resolve_device(device))
+
+
+def _overridden(config, **values):
+    """``config`` with the given fields replaced, except those left at None (not given on the command line)."""
+    from dataclasses import replace
+
+    return replace(config, **{name: value for name, value in values.items() if value is not None})
 
 
 @app.command("setup-text")
