@@ -1,0 +1,83 @@
+"""Training time of the whole recipe, estimated from short slices of every stage, for two recipes side by side.
+
+The shipped recipe (``Recipe()``) and the text-infilling candidate of README "How the recipe was
+found" (six pretraining objectives, length-64 easy-VQA prompts for 5 epochs at lr 5e-3, 10 easy-VE
+finetune epochs, easy-VE prompts from the base's activations) each train ``STEPS`` steps of each of their five stages, alternating
+recipes stage by stage, in one process on one device. Seconds per step x the stage's full step count
+(``robustmm.tuning.batches``: round(epochs x examples / batch)) gives each stage's minutes; the
+printed ratio of the totals does not depend on how fast the machine is that day, the minutes do.
+As in ``recipe.json``, a stage's time is its optimisation loop (loading and the prompts' one
+activation pass, a few seconds, are left out).
+
+    python benchmarks/bench_recipe.py [STEPS=30] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from robustmm.data import load_dataset
+from robustmm.models.pair import DEFAULT_PAIR_DIR, resolve_device
+from robustmm.models.prompts import PromptConfig
+from robustmm.tuning import OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune
+
+TEXT_INFILLING = replace(
+    Recipe(), objectives=OBJECTIVES,
+    prompt=replace(Recipe().prompt, length=64), prompt_tune=replace(Recipe().prompt_tune, epochs=5, lr=5e-3),
+    finetune_ve=replace(Recipe().finetune_ve, epochs=10), prompt_ve=replace(Recipe().prompt_ve, init="activations"))
+
+
+def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, Callable[[], float]]:
+    """Per stage of ``recipe``: a function that trains ``steps`` steps of it and returns the full stage's estimated minutes."""
+    base = DEFAULT_PAIR_DIR / "base"
+    per_step = recipe.pretrain.batch_size // len(recipe.objectives)  # images per pretraining step
+
+    def minutes(stats: dict, full_steps: int) -> float:
+        return stats["seconds"] / stats["steps"] * full_steps / 60
+
+    def pretraining() -> float:
+        stats = pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=1.0, limit=steps * per_step)), tmp / "base", device)
+        return minutes(stats, round(recipe.pretrain.epochs * len(pretraining_facts()[0]) / per_step))
+
+    def finetuning(name: str, stage: StageConfig) -> float:
+        stats = finetune(base, name, tmp / f"{name}-ft", replace(stage, epochs=1.0, limit=steps * stage.batch_size), recipe.seed, device)
+        return minutes(stats, round(stage.epochs * len(load_dataset(name, split="train")) / stage.batch_size))
+
+    def prompting(name: str, stage: StageConfig, prompt: PromptConfig) -> float:
+        stats = prompt_tune(base, name, tmp / f"{name}-pt", prompt, replace(stage, epochs=1.0, limit=steps * stage.batch_size),
+                            recipe.seed, device)
+        return minutes(stats, round(stage.epochs * len(load_dataset(name, split="train")) / stage.batch_size))
+
+    runs = {"pretrain": pretraining}
+    for name in recipe.datasets:
+        ft, pt, prompt = recipe.for_dataset(name)
+        runs[f"{name}/finetune"] = lambda name=name, ft=ft: finetuning(name, ft)
+        runs[f"{name}/prompt"] = lambda name=name, pt=pt, prompt=prompt: prompting(name, pt, prompt)
+    return runs
+
+
+def main(steps: int, device: str) -> None:
+    recipes = {"shipped": Recipe(), "text-infilling": TEXT_INFILLING}
+    minutes: dict[str, dict[str, float]] = {name: {} for name in recipes}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {name: stage_runs(recipe, steps, device, Path(tmp) / name) for name, recipe in recipes.items()}
+        for stage in runs["shipped"]:  # alternate the recipes stage by stage
+            for name in recipes:
+                minutes[name][stage] = runs[name][stage]()
+            print(f"{stage:22s} shipped {minutes['shipped'][stage]:5.1f} min   text-infilling {minutes['text-infilling'][stage]:5.1f} min",
+                  flush=True)
+    total = {name: sum(m.values()) for name, m in minutes.items()}
+    print(f"whole recipe on {device}, by {steps}-step slices: shipped {total['shipped']:.1f} min, "
+          f"text-infilling {total['text-infilling']:.1f} min, text-infilling / shipped {total['text-infilling'] / total['shipped']:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("steps", nargs="?", type=int, default=30)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    main(args.steps, str(resolve_device(args.device)))
