@@ -111,8 +111,9 @@ class Recipe:
     # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
     # fell to 81.8% on the check subset against 94.4% finetuned. Length-64 easy-VQA prompts trained 8 epochs
     # at lr 5e-3 reach 90.1% test (finetuned 93.8%), but that recipe takes ~47.7 min. And its colour matching
-    # did not reproduce: two later 2-thread pretrainings (fp32, bf16) rejected wrong colours 24% / 50% of the
-    # time, and on the bf16 one easy-VE finetuning reached 89.4% and its prompts 66.0% (README, "How the recipe was found").
+    # depends on the thread count: two 2-thread pretrainings (fp32, bf16) rejected wrong colours 24% / 50% of the
+    # time (on the bf16 one easy-VE finetuning reached 89.4% and its prompts 66.0%), while all three 1-thread ones
+    # matched colours (seeds 0 and 1: 99.2 / 99.5%), at 34 min of pretraining (README, "How the recipe was found").
     objectives: tuple[str, ...] = IMAGE_OBJECTIVES
     # A second pretraining phase (off: 0 epochs) continues the base with ``then_objectives`` for
     # ``then_epochs`` (lr, batch and schedule as ``pretrain``, restarted). Two epochs with text infilling
