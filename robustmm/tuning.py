@@ -111,9 +111,9 @@ class Recipe:
     # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
     # fell to 81.8% on the check subset against 94.4% finetuned. Length-64 easy-VQA prompts trained 8 epochs
     # at lr 5e-3 reach 90.1% test (finetuned 93.8%), but that recipe takes ~47.7 min. And its colour matching
-    # depends on the thread count: two 2-thread pretrainings (fp32, bf16) rejected wrong colours 24% / 50% of the
-    # time (on the bf16 one easy-VE finetuning reached 89.4% and its prompts 66.0%), while all three 1-thread ones
-    # matched colours (seeds 0 and 1: 99.2 / 99.5%), at 34 min of pretraining (README, "How the recipe was found").
+    # is not a property of the recipe: seed 0 at 2 threads (fp32, bf16) rejected wrong colours 24% / 50% of the time
+    # (on the bf16 base easy-VE finetuning reached 89.4% and its prompts 66.0%), while seed 0 at 1 thread and seed 1
+    # at 1 and 2 threads matched colours (99.2-99.5%) (README, "How the recipe was found").
     objectives: tuple[str, ...] = IMAGE_OBJECTIVES
     # A second pretraining phase (off: 0 epochs) continues the base with ``then_objectives`` for
     # ``then_epochs`` (lr, batch and schedule as ``pretrain``, restarted). Two epochs with text infilling
