@@ -4,7 +4,7 @@ The shipped recipe (``Recipe()``) and the text-infilling candidate of README "Ho
 found" (six pretraining objectives, length-64 easy-VQA prompts for 5 epochs at lr 5e-3, 10 easy-VE
 finetune epochs, easy-VE prompts from the base's activations) each train ``STEPS`` steps of each of their five stages, alternating
 recipes stage by stage, in one process on one device. Seconds per step x the stage's full step count
-(``robustmm.tuning.batches``: round(epochs x examples / batch)) gives each stage's minutes; the
+(``robustmm.tuning.step_count``) gives each stage's minutes; the
 printed ratio of the totals does not depend on how fast the machine is that day, the minutes do.
 As in ``recipe.json``, a stage's time is its optimisation loop (loading and the prompts' one
 activation pass, a few seconds, are left out).
@@ -23,7 +23,7 @@ from typing import Callable
 from robustmm.data import load_dataset
 from robustmm.models.pair import DEFAULT_PAIR_DIR, resolve_device
 from robustmm.models.prompts import PromptConfig
-from robustmm.tuning import OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune
+from robustmm.tuning import OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune, step_count
 
 TEXT_INFILLING = replace(
     Recipe(), objectives=OBJECTIVES,
@@ -35,22 +35,24 @@ def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, 
     """Per stage of ``recipe``: a function that trains ``steps`` steps of it and returns the full stage's estimated minutes."""
     base = DEFAULT_PAIR_DIR / "base"
     per_step = recipe.pretrain.batch_size // len(recipe.objectives)  # images per pretraining step
+    train_size = {name: len(load_dataset(name, split="train")) for name in recipe.datasets}
 
-    def minutes(stats: dict, full_steps: int) -> float:
-        return stats["seconds"] / stats["steps"] * full_steps / 60
+    def minutes(stats: dict, n: int, epochs: float, batch_size: int) -> float:
+        """Seconds per timed step x the full stage's steps over ``n`` examples (images when pretraining), in minutes."""
+        return stats["seconds"] / stats["steps"] * step_count(n, batch_size, epochs) / 60
 
     def pretraining() -> float:
         stats = pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=1.0, limit=steps * per_step)), tmp / "base", device)
-        return minutes(stats, round(recipe.pretrain.epochs * len(pretraining_facts()[0]) / per_step))
+        return minutes(stats, len(pretraining_facts()[0]), recipe.pretrain.epochs, per_step)
 
     def finetuning(name: str, stage: StageConfig) -> float:
         stats = finetune(base, name, tmp / f"{name}-ft", replace(stage, epochs=1.0, limit=steps * stage.batch_size), recipe.seed, device)
-        return minutes(stats, round(stage.epochs * len(load_dataset(name, split="train")) / stage.batch_size))
+        return minutes(stats, train_size[name], stage.epochs, stage.batch_size)
 
     def prompting(name: str, stage: StageConfig, prompt: PromptConfig) -> float:
         stats = prompt_tune(base, name, tmp / f"{name}-pt", prompt, replace(stage, epochs=1.0, limit=steps * stage.batch_size),
                             recipe.seed, device)
-        return minutes(stats, round(stage.epochs * len(load_dataset(name, split="train")) / stage.batch_size))
+        return minutes(stats, train_size[name], stage.epochs, stage.batch_size)
 
     runs = {"pretrain": pretraining}
     for name in recipe.datasets:

@@ -179,9 +179,14 @@ class ImageCache:
         return self.data[rows].float() / 255.0
 
 
+def step_count(n: int, batch_size: int, epochs: float) -> int:
+    """Optimisation steps of ``epochs`` (fractional allowed) passes over ``n`` examples in batches of ``batch_size``."""
+    return max(1, int(round(epochs * n / batch_size)))
+
+
 def batches(n: int, batch_size: int, epochs: float, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Index batches over ``epochs`` (fractional allowed) reshuffled passes of ``range(n)``."""
-    total = max(1, int(round(epochs * n / batch_size)))
+    total = step_count(n, batch_size, epochs)
     order, position = torch.randperm(n, generator=generator), 0
     for _ in range(total):
         if position + batch_size > n:
