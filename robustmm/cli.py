@@ -241,12 +241,14 @@ def list_command() -> None:
 
 
 PRECISION_HELP = "fp32, or bf16: mixed precision (the forward pass under bfloat16 autocast; weights and losses stay fp32)."
+RECIPE_DEFAULT = "Default: the recipe's for the dataset."
+SEED_HELP = "Default: the recipe's (the shipped pair's)."
 
 
 @tune_app.command("recipe")
 def tune_recipe(
     out: Path = typer.Option(Path("robustmm/checkpoints/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/."),
-    seed: int = typer.Option(0, help="Seed of the whole recipe."),
+    seed: int = typer.Option(None, help="Seed of the whole recipe. " + SEED_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or auto; the shipped pair was made on cpu."),
     precision: str = typer.Option(None, help=PRECISION_HELP + " Sets every stage; default: the recipe's (fp32)."),
 ) -> None:
@@ -254,7 +256,7 @@ def tune_recipe(
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, make_pair
 
-    recipe = Recipe(seed=seed)
+    recipe = Recipe() if seed is None else Recipe(seed=seed)
     report = make_pair(recipe.in_precision(precision) if precision else recipe, out, resolve_device(device))
     for key, value in report["accuracy"].items():
         console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
@@ -267,7 +269,7 @@ def tune_recipe(
 @tune_app.command("pretrain")
 def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to write."),
                   epochs: float = typer.Option(None, help="Default: the recipe's (8)."),
-                  lr: float = typer.Option(None, help="Default: the recipe's (1e-3)."), seed: int = typer.Option(0),
+                  lr: float = typer.Option(None, help="Default: the recipe's (1e-3)."), seed: int = typer.Option(None, help=SEED_HELP),
                   objective: list[str] = typer.Option(None, help="A pretraining objective (repeat it; default: the recipe's)."),
                   then_epochs: float = typer.Option(0.0, help="Then continue this many epochs with the --then-objective list (0: no second phase)."),
                   then_objective: list[str] = typer.Option(None, help="An objective of the second phase (repeat it; default: all of them)."),
@@ -279,26 +281,25 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, pretrain
 
-    recipe = Recipe(seed=seed, then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
+    recipe = Recipe(seed=Recipe().seed if seed is None else seed, then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
                     **({"then_objectives": tuple(then_objective)} if then_objective else {}))
     pretrain(replace(recipe, pretrain=_overridden(recipe.pretrain, epochs=epochs, lr=lr, precision=precision)), out, resolve_device(device))
 
 
-RECIPE_DEFAULT = "Default: the recipe's for the dataset."
 
 
 @tune_app.command("finetune")
 def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
                   out: Path = typer.Option(...), epochs: float = typer.Option(None, help=RECIPE_DEFAULT),
                   lr: float = typer.Option(None, help=RECIPE_DEFAULT),
-                  seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda."),
+                  seed: int = typer.Option(None, help=SEED_HELP), device: str = typer.Option("auto", help="auto, cpu or cuda."),
                   precision: str = typer.Option(None, help=PRECISION_HELP + " " + RECIPE_DEFAULT)) -> None:
     """Finetune every parameter of a base model on a task (stage settings default to the shipped recipe's)."""
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, finetune
 
     stage = _overridden(Recipe().for_dataset(dataset)[0], epochs=epochs, lr=lr, precision=precision)
-    finetune(base, dataset, out, stage, seed, resolve_device(device))
+    finetune(base, dataset, out, stage, Recipe().seed if seed is None else seed, resolve_device(device))
 
 
 @tune_app.command("prompt")
@@ -311,7 +312,7 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
                 reparam_hidden: int = typer.Option(None, help="Hidden width of the reparameterisation MLP. " + RECIPE_DEFAULT),
                 init: str = typer.Option(None, help="activations (start at the base's key/values of real inputs) or random. " + RECIPE_DEFAULT),
                 epochs: float = typer.Option(None, help=RECIPE_DEFAULT), lr: float = typer.Option(None, help=RECIPE_DEFAULT),
-                seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda."),
+                seed: int = typer.Option(None, help=SEED_HELP), device: str = typer.Option("auto", help="auto, cpu or cuda."),
                 precision: str = typer.Option(None, help=PRECISION_HELP + " " + RECIPE_DEFAULT)) -> None:
     """Train prompts only, on top of a frozen base model (settings default to the shipped recipe's)."""
     from robustmm.models.pair import resolve_device
@@ -319,7 +320,8 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
 
     _, stage, prompt = Recipe().for_dataset(dataset)
     prompt = _overridden(prompt, style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden, init=init)
-    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision), seed, resolve_device(device))
+    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision),
+                Recipe().seed if seed is None else seed, resolve_device(device))
 
 
 def _overridden(config, **values):

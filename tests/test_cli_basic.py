@@ -59,21 +59,21 @@ def test_pretrain_refuses_an_unknown_objective_in_one_sentence(tmp_path):
     assert "objectives must be some of" in result.stderr and not (tmp_path / "base").exists()
 
 
-def test_tune_stage_settings_default_to_the_recipe_for_the_dataset_and_options_override_them(monkeypatch, tmp_path):
+def test_tune_stage_settings_and_seed_default_to_the_recipe_for_the_dataset_and_options_override_them(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from robustmm import cli, tuning
 
     calls = []
-    monkeypatch.setattr(tuning, "finetune", lambda base, name, out, stage, seed, device: calls.append((name, stage)))
-    monkeypatch.setattr(tuning, "prompt_tune", lambda base, name, out, prompt, stage, seed, device: calls.append((name, prompt, stage)))
+    monkeypatch.setattr(tuning, "finetune", lambda base, name, out, stage, seed, device: calls.append((name, stage, seed)))
+    monkeypatch.setattr(tuning, "prompt_tune", lambda base, name, out, prompt, stage, seed, device: calls.append((name, prompt, stage, seed)))
     common = ["--base", str(tmp_path / "base"), "--out", str(tmp_path / "out"), "--device", "cpu"]
-    for args in (["finetune", "--dataset", "easy-ve"], ["finetune", "--dataset", "easy-vqa", "--epochs", "1", "--precision", "bf16"],
+    for args in (["finetune", "--dataset", "easy-ve"], ["finetune", "--dataset", "easy-vqa", "--epochs", "1", "--precision", "bf16", "--seed", "3"],
                  ["prompt", "--dataset", "easy-ve"], ["prompt", "--dataset", "easy-vqa", "--length", "8", "--init", "random", "--lr", "0.02"]):
         result = CliRunner().invoke(cli.app, ["tune", *args, *common])
         assert result.exit_code == 0, result.output
     recipe = tuning.Recipe()
-    assert calls[0] == ("easy-ve", recipe.finetune_ve)
-    assert calls[1] == ("easy-vqa", replace(recipe.finetune, epochs=1.0, precision="bf16"))
-    assert calls[2] == ("easy-ve", recipe.prompt_ve, recipe.prompt_tune_ve)
-    assert calls[3] == ("easy-vqa", replace(recipe.prompt, length=8, init="random"), replace(recipe.prompt_tune, lr=0.02))
+    assert calls[0] == ("easy-ve", recipe.finetune_ve, recipe.seed)
+    assert calls[1] == ("easy-vqa", replace(recipe.finetune, epochs=1.0, precision="bf16"), 3)
+    assert calls[2] == ("easy-ve", recipe.prompt_ve, recipe.prompt_tune_ve, recipe.seed)
+    assert calls[3] == ("easy-vqa", replace(recipe.prompt, length=8, init="random"), replace(recipe.prompt_tune, lr=0.02), recipe.seed)
