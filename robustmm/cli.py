@@ -256,7 +256,7 @@ def tune_recipe(
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, make_pair
 
-    recipe = Recipe() if seed is None else Recipe(seed=seed)
+    recipe = Recipe(seed=_recipe_seed(seed))
     report = make_pair(recipe.in_precision(precision) if precision else recipe, out, resolve_device(device))
     for key, value in report["accuracy"].items():
         console.print(f"{key}: test accuracy {100 * value['test_accuracy']:.2f}% "
@@ -281,7 +281,7 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, pretrain
 
-    recipe = Recipe(seed=Recipe().seed if seed is None else seed, then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
+    recipe = Recipe(seed=_recipe_seed(seed), then_epochs=then_epochs, **({"objectives": tuple(objective)} if objective else {}),
                     **({"then_objectives": tuple(then_objective)} if then_objective else {}))
     pretrain(replace(recipe, pretrain=_overridden(recipe.pretrain, epochs=epochs, lr=lr, precision=precision)), out, resolve_device(device))
 
@@ -299,7 +299,7 @@ def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder.")
     from robustmm.tuning import Recipe, finetune
 
     stage = _overridden(Recipe().for_dataset(dataset)[0], epochs=epochs, lr=lr, precision=precision)
-    finetune(base, dataset, out, stage, Recipe().seed if seed is None else seed, resolve_device(device))
+    finetune(base, dataset, out, stage, _recipe_seed(seed), resolve_device(device))
 
 
 @tune_app.command("prompt")
@@ -320,8 +320,15 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
 
     _, stage, prompt = Recipe().for_dataset(dataset)
     prompt = _overridden(prompt, style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden, init=init)
-    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision),
-                Recipe().seed if seed is None else seed, resolve_device(device))
+    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision), _recipe_seed(seed),
+                resolve_device(device))
+
+
+def _recipe_seed(seed: int | None) -> int:
+    """``seed``, or the shipped recipe's seed when none was given on the command line."""
+    from robustmm.tuning import Recipe
+
+    return Recipe().seed if seed is None else seed
 
 
 def _overridden(config, **values):
