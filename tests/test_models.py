@@ -400,6 +400,14 @@ def test_base_hash_mismatch_and_corrupt_files(tiny_pair_dir, tmp_path):
         load_model(copy / "easy-vqa" / "prompt")
 
 
+def test_pair_whose_base_was_copied_to_another_folder_is_accepted(tiny_pair_dir, tmp_path):
+    copy = tmp_path / "renamed-base"
+    shutil.copytree(tiny_pair_dir / "base", copy)  # same weights (same sha256) under another folder name
+    finetune(copy, "easy-vqa", tmp_path / "finetune", replace(TINY_STAGE, limit=16))
+    pair = load_pair(prompt_tuned=tiny_pair_dir / "easy-vqa" / "prompt", finetuned=tmp_path / "finetune", device="cpu")
+    assert pair.prompt_tuned.info.base != pair.finetuned.info.base  # the labels differ, the hashes do not
+
+
 def test_pair_with_different_bases_is_refused(tiny_pair_dir, tmp_path):
     other = tmp_path / "other"
     recipe = Recipe(seed=1, model=TINY, pretrain=replace(TINY_STAGE, limit=32))

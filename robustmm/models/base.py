@@ -28,7 +28,7 @@ class ModelInfo:
     family: str  # "unified" (built-in), "vilt", "blip"
     tuning: str  # "base", "finetune" or "prompt"
     task: Task
-    base: str  # identifier of the base checkpoint (name + hash)
+    base: str  # the base checkpoint as "<label>@<hash>"; pairs must share the hash (the label is for people)
     trainable_parameters: int  # parameters the tuning method updated
     total_parameters: int  # all parameters used at inference (frozen ones included)
     extra: dict = field(default_factory=dict)
