@@ -286,8 +286,6 @@ def tune_pretrain(out: Path = typer.Option(..., help="Base checkpoint folder to 
     pretrain(replace(recipe, pretrain=_overridden(recipe.pretrain, epochs=epochs, lr=lr, precision=precision)), out, resolve_device(device))
 
 
-
-
 @tune_app.command("finetune")
 def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
                   out: Path = typer.Option(...), epochs: float = typer.Option(None, help=RECIPE_DEFAULT),

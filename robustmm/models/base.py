@@ -33,6 +33,11 @@ class ModelInfo:
     total_parameters: int  # all parameters used at inference (frozen ones included)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def base_hash(self) -> str:
+        """The base's identity: the hash part of ``base`` (two members pair only if theirs are equal)."""
+        return self.base.rsplit("@", 1)[-1]
+
 
 @dataclass
 class Embeddings:

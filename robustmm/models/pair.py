@@ -57,7 +57,7 @@ def check_pair(prompt_tuned: VLModel, finetuned: VLModel) -> None:
         raise RobustMMError(f"Expected a prompt-tuned and a finetuned model, got {a.tuning!r} ({a.name}) and {b.tuning!r} ({b.name}).")
     if a.family != b.family:
         raise RobustMMError(f"The two models come from different model families ({a.family} vs {b.family}).")
-    if a.base.rsplit("@", 1)[-1] != b.base.rsplit("@", 1)[-1]:  # "<label>@<hash>": the hash is the identity
+    if a.base_hash != b.base_hash:
         raise RobustMMError(f"The two models have different base checkpoints ({a.base} vs {b.base}).")
     if a.task != b.task:
         raise RobustMMError(f"The two models were tuned for different tasks ({a.task.value} vs {b.task.value}).")
