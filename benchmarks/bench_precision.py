@@ -11,12 +11,11 @@ accuracy is a question for whole runs (README, "How the recipe was found").
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from robustmm.models.pair import DEFAULT_PAIR_DIR, resolve_device
+from robustmm.models.pair import DEFAULT_PAIR_DIR
 from robustmm.tuning import Recipe, finetune, pretrain, prompt_tune
 
 
@@ -45,8 +44,6 @@ def main(steps: int, device: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("steps", nargs="?", type=int, default=40)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    main(args.steps, str(resolve_device(args.device)))
+    from _cli import run_with_steps  # benchmarks/ is on sys.path when a benchmark runs as a script
+
+    run_with_steps(main, __doc__, 40)

@@ -14,14 +14,13 @@ activation pass, a few seconds, are left out).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from robustmm.data import load_dataset
-from robustmm.models.pair import DEFAULT_PAIR_DIR, resolve_device
+from robustmm.models.pair import DEFAULT_PAIR_DIR
 from robustmm.models.prompts import PromptConfig
 from robustmm.tuning import OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune, step_count
 
@@ -79,8 +78,6 @@ def main(steps: int, device: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("steps", nargs="?", type=int, default=30)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    main(args.steps, str(resolve_device(args.device)))
+    from _cli import run_with_steps  # benchmarks/ is on sys.path when a benchmark runs as a script
+
+    run_with_steps(main, __doc__, 30)
