@@ -4,9 +4,9 @@
   downstream task: captioning ("what does the image describe?" -> "a blue circle"),
   attribute infilling ("a [MASK] circle" -> "blue", "a blue [MASK]" -> "circle") and
   image-text matching (OFA's 'does the image describe " a blue circle "?' -> yes, and
-  -> no for a caption with a wrong colour or shape), optionally OFA's text-only infilling
-  (a blank image and 'what is the complete text of " a blue [MASK] "?' -> "a blue circle"),
-  optionally a second phase with other objectives; full-vocabulary token cross-entropy.
+  -> no for a caption with a wrong colour or shape) and OFA's text-only infilling (a blank
+  image and 'what is the complete text of " a blue [MASK] "?' -> "a blue circle"), each one
+  optional, then optionally a second phase with other objectives; full-vocabulary token cross-entropy.
 - ``finetune``: every backbone parameter is trained on the task (the frozen MiniLM word
   table stays frozen in every stage).
 - ``prompt_tune``: the backbone is frozen (bit-identical afterwards); only the prompts train.
@@ -74,52 +74,40 @@ class StageConfig:
 class Recipe:
     """Everything that determines the shipped default pair."""
 
-    seed: int = 0
+    # Seed 1 at 2 threads: seed 0 at 2 threads made a base that matches colours only by chance (README,
+    # "How the recipe was found"); results depend on the thread count, so the pair is made at 2.
+    seed: int = 1
     model: UnifiedConfig = field(default_factory=UnifiedConfig)
-    # MLP hidden width = prompt length: 32 prompt rows have rank <= 32 anyway, so nothing is lost, and the
-    # trained parameters stay at 3.4% of the model (hidden 256: 23%, and 69.4% vs 78.0% on 1,000 easy-VQA test examples).
-    # easy-VQA prompts start at the base's own key/values of real inputs (Li & Liang 2021): check subset
-    # 90.4 / 89.6 / 86.2% with seeds 0 / 1 / 2, against 88.0 / 81.2 / 86.8% from a random start. On easy-VE
-    # that start gave 83.6 / 83.6 / 83.2% against 85.8 / 84.2 / 84.2%, so its prompts start at random.
-    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32, init="activations"))
-    prompt_ve: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32, init="random"))
+    # The paper's MLP reparameterisation, hidden width 32 (prompt rows beyond 32 add rank only through
+    # the length); both tasks' prompts start at the base's own key/values of real inputs (Li & Liang 2021).
+    # easy-VQA: the paper's length 64 (81,920 trained parameters, 4.6% of the model).
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=64, reparam=True, reparam_hidden=32, init="activations"))
+    # easy-VE: length 32 (length 64 after 10 epochs: 81.1% vs 84.4%).
+    prompt_ve: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32, init="activations"))
     # Matching is learnt late and only at lr 1e-3 (2e-3 stalled it): 8 epochs
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(epochs=8, lr=1e-3, batch_size=64))
     finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3, batch_size=64))
-    # Prompts: length 32 with the paper's MLP reparameterisation at lr 0.01. Measured (GPU search,
-    # easy-VQA): the paper's lr 0.03 fell to 41.9% and without the MLP 42.1%, vs 80.7% with it.
-    # 5 epochs instead of 3 did not help (86.4% vs 88.0% on the check subset), nor lr 3e-3 (81.0%), nor
-    # the paper's length 64 (88.6% vs 90.4%, both from the activations; it helps on bases that match colours).
-    prompt_tune: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, lr=1e-2, batch_size=64, weight_decay=0.0))
-    # easy-VE has 3.6x fewer training examples than easy-VQA: more passes over it. Test accuracy at lr 1e-3:
-    # 83.1% after 4 epochs, 88.3% after 8, 89.5% after 12 (the rest is colour, which this base does not
-    # match: README, "Known limitations"). lr 3e-4 reaches the same 89.5% in 8 epochs (89.4% in 4) but
-    # makes a far less robust member (README, "Finetuning lr and robustness"): lr 1e-3 stays, as for easy-VQA.
-    finetune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=12, lr=1e-3, batch_size=64))
-    # easy-VE prompts: 83.8% on the check subset after 6 epochs, 85.8% after 10
-    prompt_tune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=10, lr=1e-2, batch_size=64, weight_decay=0.0))
+    # easy-VQA prompts at lr 5e-3: 3 epochs gave 78.5%, 5 give 88.3% (the paper's lr 0.03 fell to 41.9%
+    # and no MLP to 42.1% in an earlier GPU search).
+    prompt_tune: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr=5e-3, batch_size=64, weight_decay=0.0))
+    # easy-VE finetuning at lr 3e-4 keeps the base's colour matching: 90.9% after 4 epochs, while lr 1e-3
+    # forgets it (89.3%, 2 of the 234 colour-only contradictions rejected). (The easy-VQA member keeps
+    # lr 1e-3: the two finetuned members use different lrs, README "Finetuning lr and robustness".)
+    finetune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=3e-4, batch_size=64))
+    # easy-VE has 3.6x fewer training examples than easy-VQA: more passes. lr 5e-3 from the activations:
+    # 84.4% after 10 epochs, 88.7% after 15, 89.4% after 20 (lr 1e-2: 75.0%, lr 3e-3: 80.5% after 10).
+    prompt_tune_ve: StageConfig = field(default_factory=lambda: StageConfig(epochs=20, lr=5e-3, batch_size=64, weight_decay=0.0))
     # Pretraining matching: caption forms, by default each caption drawing its form uniformly.
     # match_form_weights (one per form) instead gives an image's true and wrong caption one shared
     # form drawn with these weights; mismatch_color_share = share of wrong *full* captions whose
-    # colour (not shape) is wrong. Colour-biased matching ((0.5, 0.3, 0.2), 0.75) made a base that
-    # rejects 99.5% of wrong-colour full captions (this base: 25.8%) but only 33.5% of wrong-shape
-    # ones (88.2%). On it easy-VE finetuning at lr 3e-4 reached 96.7% (this base: 89.5%), but prompt
-    # tuning fell to 64.4% (easy-VQA, check subset) and 75.8% (easy-VE, test) (README, "How the
-    # recipe was found"); it stays off.
-    # Text infilling ("infill-text") stays off: with it the 8-epoch base matched colours (wrong colour
-    # rejected 98.2%, this base 25.8%; colour words' mean input cosine 0.24, this base 0.87), easy-VE
-    # finetuning reached 94.7% and easy-VE prompts 89.5% (from its activations), but easy-VQA prompts
-    # fell to 81.8% on the check subset against 94.4% finetuned. Length-64 easy-VQA prompts trained 8 epochs
-    # at lr 5e-3 reach 90.1% test (finetuned 93.8%), but that recipe takes ~47.7 min. And its colour matching
-    # is not a property of the recipe: seed 0 at 2 threads (fp32, bf16) rejected wrong colours 24% / 50% of the time
-    # (on the bf16 base easy-VE finetuning reached 89.4% and its prompts 66.0%), while seed 0 at 1 thread and seed 1
-    # at 1 and 2 threads matched colours (99.2-99.5%). With seed 1, easy-VE finetuning at lr 3e-4 keeps that
-    # matching (90.9% after 4 epochs at 2 threads) and easy-VE prompts from the activations reach 89.4% after
-    # 20 epochs at lr 5e-3 (10: 84.4%): every accuracy target, in about 55 min (README, "How the recipe was found").
-    objectives: tuple[str, ...] = IMAGE_OBJECTIVES
+    # colour (not shape) is wrong. Colour-biased matching ((0.5, 0.3, 0.2), 0.75) on the five-objective
+    # seed-0 base made easy-VQA prompts fall to 64.4% on the check subset (README); it stays off.
+    # Text infilling ("infill-text", OFA's text-only objective) is on: with it the seed-1 base rejects
+    # 99.7% of wrong-colour captions (the five-objective seed-0 base: 25.8%), which easy-VE needs.
+    objectives: tuple[str, ...] = OBJECTIVES
     # A second pretraining phase (off: 0 epochs) continues the base with ``then_objectives`` for
     # ``then_epochs`` (lr, batch and schedule as ``pretrain``, restarted). Two epochs with text infilling
-    # added after this base's 8 began colour matching (wrong colour rejected 55%, this base 26%) and
+    # added after the five-objective seed-0 base's 8 began colour matching (wrong colour rejected 55%, that base 26%) and
     # easy-VE finetuning reached 92.2% in 8 epochs, but easy-VE prompts fell to 68.2% (random start) /
     # 78.6% (activation start) and easy-VQA prompts to 86.4% on the check subset (README, "How the
     # recipe was found"); it stays off.

@@ -165,7 +165,7 @@ def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(mo
     from robustmm import tuning
 
     stage = replace(TINY_STAGE, limit=8, batch_size=8)
-    recipe = Recipe(model=TINY, pretrain=stage, then_objectives=("caption", "infill-text"), then_epochs=1)
+    recipe = Recipe(model=TINY, pretrain=stage, objectives=IMAGE_OBJECTIVES, then_objectives=("caption", "infill-text"), then_epochs=1)
     seen, texts = [], tuning.pretraining_texts
 
     def spy(facts, rng, recipe, objectives=None):
