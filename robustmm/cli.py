@@ -125,6 +125,15 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run folder (holds
     console.print(f"report: {rerender(run_dir)}")
 
 
+def _distinct_names(a: Path, b: Path) -> tuple[str, str]:
+    """Short names of two run folders: their folder names, with parent folders prepended until the names differ
+    (``reports/old/default`` vs ``reports/default`` -> ``old/default``, ``reports/default``)."""
+    depth = 1
+    while depth < max(len(a.parts), len(b.parts)) and a.parts[-depth:] == b.parts[-depth:]:
+        depth += 1
+    return "/".join(a.parts[-depth:]), "/".join(b.parts[-depth:])
+
+
 @app.command("compare")
 def compare_command(
     run_a: Path = typer.Argument(..., help="Run folder A (holds records.jsonl)."),
@@ -142,10 +151,11 @@ def compare_command(
             raise RobustMMError(f"Member '{m}' is not one of: prompt, finetune.")
     member_b = member_b or member
     run_a, run_b = run_a.resolve(), run_b.resolve()
-    labels = (f"{run_a.name}/{member}", f"{run_b.name}/{member_b}")
+    name_a, name_b = _distinct_names(run_a, run_b)
+    labels = (f"{name_a}/{member}", f"{name_b}/{member_b}")
     if labels[0] == labels[1]:
         labels = (f"A:{labels[0]}", f"B:{labels[1]}")
-    out = out or run_b.parent / f"compare-{run_a.name}-vs-{run_b.name}.md"
+    out = out or run_b.parent / f"compare-{name_a.replace('/', '-')}-vs-{name_b.replace('/', '-')}.md"
     if out.suffix != ".md":
         raise RobustMMError(f"--out {out} must name a .md file.")
     rows, only = compare_runs(load_run(run_a), load_run(run_b), member, member_b, labels)

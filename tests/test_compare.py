@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,15 @@ def test_cli_writes_markdown_and_json_and_refuses_bad_input(tmp_path):
         bad = _cli(*args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_runs_with_the_same_folder_name_are_told_apart_by_their_parent_folders(tmp_path):
+    from robustmm.cli import _distinct_names
+
+    assert _distinct_names(Path("/r/old/default"), Path("/r/default")) == ("old/default", "r/default")
+    assert _distinct_names(Path("/r/a"), Path("/r/b")) == ("a", "b")
+    a, b = _run(tmp_path / "old" / "default", A_ROWS), _run(tmp_path / "new" / "default", B_ROWS)
+    result = _cli(a, b)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "new" / "compare-old-default-vs-new-default.md").read_text()
+    assert "**A** = old/default/finetune" in report and "**B** = new/default/finetune" in report
