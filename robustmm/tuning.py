@@ -62,7 +62,7 @@ class StageConfig:
     limit: int | None = None  # train on at most this many examples, or images when pretraining (seeded sample)
     # "bf16": the forward pass runs under bfloat16 autocast (matmuls, convolutions and attention in bf16;
     # weights, optimiser state and losses stay fp32), mixed precision as OFA trains (in fp16 there).
-    # The shipped pair is fp32: bf16 cost accuracy downstream (benchmarks/bench_precision.py, README).
+    # The shipped pair is fp32 (speed: benchmarks/bench_precision.py; accuracy of bf16 bases: README, "How the recipe was found").
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
