@@ -74,13 +74,13 @@ class StageConfig:
 class Recipe:
     """Everything that determines the shipped default pair."""
 
-    # Seed 1 at 2 threads: seed 0 at 2 threads made a base that matches colours only by chance (README,
-    # "How the recipe was found"); results depend on the thread count, so the pair is made at 2.
+    # Seed 1 at 2 threads: seed 0 at 2 threads made a base that does not match colours (README, "How the
+    # recipe was found"); results depend on the thread count, so the pair is made at 2.
     seed: int = 1
     model: UnifiedConfig = field(default_factory=UnifiedConfig)
-    # The paper's MLP reparameterisation, hidden width 32 (prompt rows beyond 32 add rank only through
-    # the length); both tasks' prompts start at the base's own key/values of real inputs (Li & Liang 2021).
-    # easy-VQA: the paper's length 64 (81,920 trained parameters, 4.6% of the model).
+    # The paper's MLP reparameterisation with hidden width 32; both tasks' prompts start at the base's own
+    # key/values of real inputs (Li & Liang 2021).
+    # easy-VQA: the paper's length 64 (81,920 stored parameters, 4.6% of the model; 66,880 trained).
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(length=64, reparam=True, reparam_hidden=32, init="activations"))
     # easy-VE: length 32 (length 64 after 10 epochs: 81.1% vs 84.4%).
     prompt_ve: PromptConfig = field(default_factory=lambda: PromptConfig(length=32, reparam=True, reparam_hidden=32, init="activations"))
