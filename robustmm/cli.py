@@ -355,17 +355,22 @@ def setup_text_command() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: a RobustMMError becomes one line on stderr and exit code 2.
+    """Console-script entry point: a RobustMMError becomes one line on stderr and exit code 2; Ctrl-C
+    exits 130 saying that a rerun resumes (attack records and tuning progress are kept).
 
-    typer itself turns usage errors (unknown option, bad value) into exit code 2.
+    typer itself turns usage errors (unknown option, bad value) into exit code 2, and Ctrl-C
+    (KeyboardInterrupt) into a silent exit 130.
     """
     try:
         app()
     except RobustMMError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: every record written so far is kept; rerun the same command to resume.")
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and stop.code != 130:
+            raise
+        err_console.print("interrupted: what was done so far is kept (attack records, tuning progress); "
+                          "rerun the same command to resume.")
         sys.exit(130)
 
 

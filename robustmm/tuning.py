@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from robustmm import progress
 from robustmm.data import load_dataset
 from robustmm.data.dataset import Dataset
 from robustmm.data.easy_ve import COLORS, SHAPES, image_facts
@@ -194,11 +195,16 @@ def _schedule(step: int, total: int, warmup: float) -> float:
 
 
 def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor], n: int,
-        stage: StageConfig, seed: int, description: str) -> dict:
+        stage: StageConfig, seed: int, description: str, progress_file: Path | None = None,
+        rng: random.Random | None = None) -> dict:
     """Minimise ``loss_fn(index_batch)`` with AdamW; returns steps, final loss and seconds.
 
     The batch order comes from a CPU generator seeded with ``seed``, so it is the same on every device;
-    index batches are moved to the parameters' device.
+    index batches are moved to the parameters' device. With ``progress_file`` the stage's progress is
+    saved there (``robustmm.progress``: every minute, on Ctrl-C at the end of the step under way, and
+    when done) and a rerun resumes from it bit-identically; ``rng`` is a ``random.Random`` that
+    ``loss_fn`` draws from, saved and restored with it. Without a terminal (a log file), a line
+    is printed every 5% of the steps.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -206,23 +212,62 @@ def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], 
     optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay)
     device = parameters[0].device
     plan = list(batches(n, stage.batch_size, stage.epochs, generator))
-    start, running = time.perf_counter(), None
+    fingerprint = {"description": description, "stage": asdict(stage), "seed": seed, "examples": n, "steps": len(plan),
+                   "shapes": [list(p.shape) for p in parameters]}
+    done = progress.load_progress(progress_file, parameters, optimizer, rng, fingerprint) if progress_file else None
+    done = done or progress.Progress(0, None, 0.0)
+    if done.done:
+        log.info("%s: already trained (%s)", description, progress_file)
+        return {"steps": len(plan), "final_loss": done.running, "seconds": done.seconds}
+    running, start = done.running, time.perf_counter()
+
+    def save(step: int, finished: bool = False) -> None:
+        if progress_file is not None:
+            seconds = done.seconds + time.perf_counter() - start
+            progress.save_progress(progress_file, parameters, optimizer, rng, fingerprint,
+                                   progress.Progress(step, running, seconds, finished))
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(description, total=len(plan), loss="-")
-        for step, index in enumerate(plan):
+    with Progress(*columns, transient=False) as bar, progress.DeferredInterrupt() as interrupt:
+        task = bar.add_task(description, total=len(plan), completed=done.step, loss="-")
+        if done.step:
+            bar.console.print(f"{description}: resuming at step {done.step}/{len(plan)} from {progress_file}")
+        every, saved = max(1, len(plan) // 20), time.perf_counter()
+        for step in range(done.step, len(plan)):
             for group in optimizer.param_groups:
                 group["lr"] = stage.lr * _schedule(step, len(plan), stage.warmup)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=stage.precision == "bf16"):
-                loss = loss_fn(index.to(device))
+                loss = loss_fn(plan[step].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            progress.update(task, advance=1, loss=f"{running:.3f}")
-    return {"steps": len(plan), "final_loss": running, "seconds": time.perf_counter() - start}
+            bar.update(task, advance=1, loss=f"{running:.3f}")
+            if not bar.console.is_terminal and (step + 1) % every == 0:
+                bar.console.print(f"{description}: step {step + 1}/{len(plan)}, loss {running:.3f}, "
+                                  f"{(done.seconds + time.perf_counter() - start) / 60:.1f} min")
+            if interrupt.requested or time.perf_counter() - saved > progress.SAVE_EVERY:
+                save(step + 1)
+                saved = time.perf_counter()
+            if interrupt.requested:
+                raise KeyboardInterrupt
+    save(len(plan), finished=True)
+    return {"steps": len(plan), "final_loss": running, "seconds": done.seconds + time.perf_counter() - start}
+
+
+def progress_path(out: Path, description: str) -> Path:
+    """Where stage ``description`` writing checkpoint folder ``out`` keeps its progress: ``<out>.progress/``,
+    removed once the checkpoint is saved."""
+    out = Path(out)
+    return out.with_name(out.name + ".progress") / (description.replace(" ", "-").replace(",", "") + ".safetensors")
+
+
+def _forget_progress(out: Path) -> None:
+    import shutil
+
+    shutil.rmtree(Path(out).with_name(Path(out).name + ".progress"), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -346,7 +391,8 @@ def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> d
 
         # batch_size counts (image, objective) examples, as in every stage: batch_size // objectives images per step
         stage = replace(recipe.pretrain, epochs=epochs, batch_size=max(1, recipe.pretrain.batch_size // per_image))
-        return fit(list(backbone.parameters()), loss_fn, len(paths), stage, recipe.seed, description)
+        return fit(list(backbone.parameters()), loss_fn, len(paths), stage, recipe.seed, description,
+                   progress_path(out, description), rng)
 
     stats = phase(recipe.objectives, recipe.pretrain.epochs, "pretrain base")
     if recipe.then_epochs > 0:
@@ -355,10 +401,12 @@ def pretrain(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> d
                  "seconds": stats["seconds"] + then["seconds"], "phases": [stats, then]}
     backbone.eval()
     ckpt.save_base(backbone, out, vocab_file(), {"recipe": recipe.to_dict(), "stats": stats})
+    _forget_progress(out)
     return stats
 
 
-def _downstream(model: UnifiedVLM, dataset: Dataset, parameters, stage: StageConfig, seed: int, description: str) -> dict:
+def _downstream(model: UnifiedVLM, dataset: Dataset, parameters, stage: StageConfig, seed: int, description: str,
+                out: Path) -> dict:
     examples = dataset.examples
     cache = ImageCache([e.image for e in examples], model.image_size, model.device)
     rows = cache.rows([e.image for e in examples])
@@ -371,7 +419,7 @@ def _downstream(model: UnifiedVLM, dataset: Dataset, parameters, stage: StageCon
         text = {"input_ids": ids[index, :length], "attention_mask": mask[index, :length]}
         return model.loss(cache.pixels(rows[index]), text, targets[index])
 
-    return fit(parameters, loss_fn, len(examples), stage, seed, description)
+    return fit(parameters, loss_fn, len(examples), stage, seed, description, progress_path(out, description))
 
 
 def _train_set(name: str, stage: StageConfig, seed: int) -> Dataset:
@@ -386,10 +434,11 @@ def finetune(base: Path, dataset_name: str, out: Path, stage: StageConfig, seed:
     backbone.to(device)
     train = _train_set(dataset_name, stage, seed)
     model = UnifiedVLM(backbone.train(), load_tokenizer(Path(base) / "vocab.txt"), train.task, train.candidates)
-    stats = _downstream(model, train, list(backbone.parameters()), stage, seed, f"finetune {dataset_name}")
+    stats = _downstream(model, train, list(backbone.parameters()), stage, seed, f"finetune {dataset_name}", out)
     stats["trained_parameters"] = ckpt.count(backbone.parameters())
     model.eval()
     ckpt.save_finetuned(model, out, base, dataset_name, {"stage": asdict(stage), "seed": seed, "stats": stats})
+    _forget_progress(out)
     return stats
 
 
@@ -456,9 +505,10 @@ def prompt_tune(base: Path, dataset_name: str, out: Path, prompt: PromptConfig, 
     if prompt.init == "activations":
         prompts.start_at(real_activations(model, dataset_name, prompt, seed))  # the bare backbone's activations
     model.prompts = prompts
-    stats = _downstream(model, train, list(prompts.parameters()), stage, seed, f"prompt-tune {dataset_name}")
+    stats = _downstream(model, train, list(prompts.parameters()), stage, seed, f"prompt-tune {dataset_name}", out)
     stats["trained_parameters"] = ckpt.count(prompts.parameters())  # with the reparameterisation MLP
     ckpt.save_prompted(model, out, base, dataset_name, {"stage": asdict(stage), "seed": seed, "stats": stats})
+    _forget_progress(out)
     return stats
 
 
