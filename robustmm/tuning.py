@@ -214,27 +214,27 @@ def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], 
     plan = list(batches(n, stage.batch_size, stage.epochs, generator))
     fingerprint = {"description": description, "stage": asdict(stage), "seed": seed, "examples": n, "steps": len(plan),
                    "shapes": [list(p.shape) for p in parameters]}
-    done = progress.load_progress(progress_file, parameters, optimizer, rng, fingerprint) if progress_file else None
-    done = done or progress.Progress(0, None, 0.0)
-    if done.done:
+    resumed = progress.load_progress(progress_file, parameters, optimizer, rng, fingerprint) if progress_file else None
+    resumed = resumed or progress.Progress(0, None, 0.0)
+    if resumed.done:
         log.info("%s: already trained (%s)", description, progress_file)
-        return {"steps": len(plan), "final_loss": done.running, "seconds": done.seconds}
-    running, start = done.running, time.perf_counter()
+        return {"steps": len(plan), "final_loss": resumed.running, "seconds": resumed.seconds}
+    running, start = resumed.running, time.perf_counter()
 
     def save(step: int, finished: bool = False) -> None:
         if progress_file is not None:
-            seconds = done.seconds + time.perf_counter() - start
+            seconds = resumed.seconds + time.perf_counter() - start
             progress.save_progress(progress_file, parameters, optimizer, rng, fingerprint,
                                    progress.Progress(step, running, seconds, finished))
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar, progress.DeferredInterrupt() as interrupt:
-        task = bar.add_task(description, total=len(plan), completed=done.step, loss="-")
-        if done.step:
-            bar.console.print(f"{description}: resuming at step {done.step}/{len(plan)} from {progress_file}")
+        task = bar.add_task(description, total=len(plan), completed=resumed.step, loss="-")
+        if resumed.step:
+            bar.console.print(f"{description}: resuming at step {resumed.step}/{len(plan)} from {progress_file}")
         every, saved = max(1, len(plan) // 20), time.perf_counter()
-        for step in range(done.step, len(plan)):
+        for step in range(resumed.step, len(plan)):
             for group in optimizer.param_groups:
                 group["lr"] = stage.lr * _schedule(step, len(plan), stage.warmup)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=stage.precision == "bf16"):
@@ -247,14 +247,14 @@ def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], 
             bar.update(task, advance=1, loss=f"{running:.3f}")
             if not bar.console.is_terminal and (step + 1) % every == 0:
                 bar.console.print(f"{description}: step {step + 1}/{len(plan)}, loss {running:.3f}, "
-                                  f"{(done.seconds + time.perf_counter() - start) / 60:.1f} min")
+                                  f"{(resumed.seconds + time.perf_counter() - start) / 60:.1f} min")
             if interrupt.requested or time.perf_counter() - saved > progress.SAVE_EVERY:
                 save(step + 1)
                 saved = time.perf_counter()
             if interrupt.requested:
                 raise KeyboardInterrupt
     save(len(plan), finished=True)
-    return {"steps": len(plan), "final_loss": running, "seconds": done.seconds + time.perf_counter() - start}
+    return {"steps": len(plan), "final_loss": running, "seconds": resumed.seconds + time.perf_counter() - start}
 
 
 def progress_path(out: Path, description: str) -> Path:
