@@ -257,17 +257,21 @@ def fit(parameters: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], 
     return {"steps": len(plan), "final_loss": running, "seconds": resumed.seconds + time.perf_counter() - start}
 
 
+def _progress_folder(out: Path) -> Path:
+    """``<out>.progress/``: the progress files of the stages writing checkpoint folder ``out``."""
+    return Path(out).with_name(Path(out).name + ".progress")
+
+
 def progress_path(out: Path, description: str) -> Path:
-    """Where stage ``description`` writing checkpoint folder ``out`` keeps its progress: ``<out>.progress/``,
-    removed once the checkpoint is saved."""
-    out = Path(out)
-    return out.with_name(out.name + ".progress") / (description.replace(" ", "-").replace(",", "") + ".safetensors")
+    """Where stage ``description`` writing checkpoint folder ``out`` keeps its progress (removed once the
+    checkpoint is saved)."""
+    return _progress_folder(out) / (description.replace(" ", "-").replace(",", "") + ".safetensors")
 
 
 def _forget_progress(out: Path) -> None:
     import shutil
 
-    shutil.rmtree(Path(out).with_name(Path(out).name + ".progress"), ignore_errors=True)
+    shutil.rmtree(_progress_folder(out), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
