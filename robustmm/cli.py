@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -38,12 +39,17 @@ def _split_list(values: Optional[List[str]]) -> tuple[str, ...]:
 
 
 class _RichProgress:
-    """Progress bars per member x attack for one dataset (the runner's progress callback)."""
+    """Progress per member x attack for one dataset (the runner's progress callback).
+
+    On a terminal: live rich bars. Otherwise (a log file, nohup, CI) a live display writes nothing
+    until it stops, so one line is printed as each member x attack finishes instead.
+    """
 
     def __init__(self, dataset, pair, attacks) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.total = len(dataset)
+        self.live = console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=console, transient=False)
         self.tasks = {}
@@ -51,15 +57,26 @@ class _RichProgress:
             for attack in attacks:
                 self.tasks[(member, attack.describe())] = self.progress.add_task(
                     f"{dataset.name} · {member:8s} · {attack.describe()[:60]}", total=self.total)
-        self.progress.start()
+        self.printed: set[int] = set()
+        self.since = time.perf_counter()
+        if self.live:
+            self.progress.start()
 
     def __call__(self, member: str, attack_key: str, n: int) -> None:
         task = self.tasks.get((member, attack_key))
-        if task is not None:
-            self.progress.advance(task, n)
+        if task is None:
+            return
+        self.progress.advance(task, n)
+        state = self.progress.tasks[task]
+        if not self.live and state.finished and task not in self.printed:
+            self.printed.add(task)
+            console.print(f"{state.description}: {int(state.completed)}/{self.total} examples, "
+                          f"{time.perf_counter() - self.since:.1f} s", highlight=False, soft_wrap=True)
+            self.since = time.perf_counter()
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
 
 
 def _summary_table(summary) -> Table:

@@ -157,6 +157,9 @@ def test_report_files_and_rerender(tiny_pair_dir, tmp_path):
                   str(tiny_pair_dir / "easy-vqa" / "finetune"), "--dataset", "easy-vqa", "--limit", "10", "--attack", "fgsm",
                   "--eps", "2/255,8/255", "--device", "cpu", "--out", str(out), "--name", "r")
     assert result.returncode == 0, result.stderr
+    # not a terminal: one progress line per member x attack setting as it finishes (a live bar would print nothing)
+    finished = [line for line in result.stdout.splitlines() if line.endswith(" s") and "10/10 examples" in line]
+    assert len(finished) == 2 * 2 and {line.split(" · ")[1].strip() for line in finished} == {"prompt", "finetune"}
     run = out / "r"
     report = (run / "report.md").read_text()
     assert "## easy-vqa (vqa)" in report and "McNemar" in report and "robustmm attack" in report
