@@ -8,10 +8,20 @@ from typing import Callable
 from robustmm.models.pair import resolve_device
 
 
-def run_with_steps(main: Callable[[int, str], None], doc: str, default_steps: int) -> None:
-    """Parse ``STEPS`` (default ``default_steps``) and ``--device`` and call ``main(steps, device)``."""
+def slice_parser(doc: str, default_steps: int) -> argparse.ArgumentParser:
+    """A parser of ``STEPS`` (default ``default_steps``) and ``--device``; a benchmark may add its own options."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("steps", nargs="?", type=int, default=default_steps)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    main(args.steps, str(resolve_device(args.device)))
+    return parser
+
+
+def device_of(args: argparse.Namespace) -> str:
+    """The device ``--device`` names (``auto`` resolved), as a string."""
+    return str(resolve_device(args.device))
+
+
+def run_with_steps(main: Callable[[int, str], None], doc: str, default_steps: int) -> None:
+    """Parse ``STEPS`` and ``--device`` and call ``main(steps, device)``."""
+    args = slice_parser(doc, default_steps).parse_args()
+    main(args.steps, device_of(args))

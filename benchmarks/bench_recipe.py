@@ -1,29 +1,34 @@
 """Training time of the whole recipe, estimated from short slices of every stage, for two recipes side by side.
 
-The shipped recipe (``Recipe()``: seed 1, six pretraining objectives with text infilling) and the
-five-objective recipe it replaced (seed 0, no text infilling, length-32 easy-VQA prompts for 3 epochs
-at lr 1e-2, 12 easy-VE finetune epochs at lr 1e-3, easy-VE prompts from a random start for 10 epochs
-at lr 1e-2) each train ``STEPS`` steps of each of their five stages, alternating
-recipes stage by stage, in one process on one device. Seconds per step x the stage's full step count
-(``robustmm.tuning.step_count``) gives each stage's minutes; the
-printed ratio of the totals does not depend on how fast the machine is that day, the minutes do.
-As in ``recipe.json``, a stage's time is its optimisation loop (loading and the prompts' one
-activation pass, a few seconds, are left out).
+The shipped recipe (``Recipe()``: seed 1, six pretraining objectives with text infilling) and a variant
+each train ``STEPS`` steps of each of their five stages, alternating recipes stage by stage, in one
+process on one device. By default the variant is the five-objective recipe the shipped one replaced
+(seed 0, no text infilling, length-32 easy-VQA prompts for 3 epochs at lr 1e-2, 12 easy-VE finetune
+epochs at lr 1e-3, easy-VE prompts from a random start for 10 epochs at lr 1e-2); ``--vs`` takes any
+other as JSON overrides of ``Recipe`` fields (``robustmm.tuning.recipe_with_overrides``), e.g. a
+narrower model: ``--vs '{"model": {"ffn_mult": 2}, "prompt": {"length": 48}}'``. Each recipe's
+downstream slices start from its own slice-pretrained base, so a variant with another model config
+is timed with its own architecture. Seconds per step x the stage's full step count
+(``robustmm.tuning.step_count``) gives each stage's minutes; the printed ratio of the totals does not
+depend on how fast the machine is that day, the minutes do. As in ``recipe.json``, a stage's time is its
+optimisation loop (loading and the prompts' one activation pass, a few seconds, are left out).
 
-    python benchmarks/bench_recipe.py [STEPS=30] [--device cpu|cuda]
+    python benchmarks/bench_recipe.py [STEPS=30] [--device cpu|cuda] [--vs JSON] [--name NAME]
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from robustmm.data import load_dataset
-from robustmm.models.pair import DEFAULT_PAIR_DIR
+from robustmm.errors import RobustMMError
 from robustmm.models.prompts import PromptConfig
-from robustmm.tuning import IMAGE_OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune, step_count
+from robustmm.tuning import (IMAGE_OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune,
+                             recipe_with_overrides, step_count)
 
 FIVE_OBJECTIVES = replace(
     Recipe(), seed=0, objectives=IMAGE_OBJECTIVES,
@@ -33,8 +38,10 @@ FIVE_OBJECTIVES = replace(
 
 
 def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, Callable[[], float]]:
-    """Per stage of ``recipe``: a function that trains ``steps`` steps of it and returns the full stage's estimated minutes."""
-    base = DEFAULT_PAIR_DIR / "base"
+    """Per stage of ``recipe``: a function that trains ``steps`` steps of it and returns the full stage's estimated minutes.
+
+    The pretraining slice (first) saves the base that the downstream slices start from."""
+    base = tmp / "base"
     per_step = recipe.pretrain.batch_size // len(recipe.objectives)  # images per pretraining step
     train_size = {name: len(load_dataset(name, split="train")) for name in recipe.datasets}
 
@@ -43,7 +50,7 @@ def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, 
         return stats["seconds"] / stats["steps"] * step_count(n, batch_size, epochs) / 60
 
     def pretraining() -> float:
-        stats = pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=1.0, limit=steps * per_step)), tmp / "base", device)
+        stats = pretrain(replace(recipe, pretrain=replace(recipe.pretrain, epochs=1.0, limit=steps * per_step)), base, device)
         return minutes(stats, len(pretraining_facts()[0]), recipe.pretrain.epochs, per_step)
 
     def finetuning(name: str, stage: StageConfig) -> float:
@@ -63,22 +70,29 @@ def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, 
     return runs
 
 
-def main(steps: int, device: str) -> None:
-    recipes = {"shipped": Recipe(), "five-objective": FIVE_OBJECTIVES}
-    minutes: dict[str, dict[str, float]] = {name: {} for name in recipes}
+def main(steps: int, device: str, variant: Recipe, name: str) -> None:
+    recipes = {"shipped": Recipe(), name: variant}
+    minutes: dict[str, dict[str, float]] = {label: {} for label in recipes}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {name: stage_runs(recipe, steps, device, Path(tmp) / name) for name, recipe in recipes.items()}
+        runs = {label: stage_runs(recipe, steps, device, Path(tmp) / label) for label, recipe in recipes.items()}
         for stage in runs["shipped"]:  # alternate the recipes stage by stage
-            for name in recipes:
-                minutes[name][stage] = runs[name][stage]()
-            print(f"{stage:22s} shipped {minutes['shipped'][stage]:5.1f} min   five-objective {minutes['five-objective'][stage]:5.1f} min",
-                  flush=True)
-    total = {name: sum(m.values()) for name, m in minutes.items()}
+            for label in recipes:
+                minutes[label][stage] = runs[label][stage]()
+            print(f"{stage:22s} shipped {minutes['shipped'][stage]:5.1f} min   {name} {minutes[name][stage]:5.1f} min", flush=True)
+    total = {label: sum(m.values()) for label, m in minutes.items()}
     print(f"whole recipe on {device}, by {steps}-step slices: shipped {total['shipped']:.1f} min, "
-          f"five-objective {total['five-objective']:.1f} min, shipped / five-objective {total['shipped'] / total['five-objective']:.2f}")
+          f"{name} {total[name]:.1f} min, shipped / {name} {total['shipped'] / total[name]:.2f}")
 
 
 if __name__ == "__main__":
-    from _cli import run_with_steps  # benchmarks/ is on sys.path when a benchmark runs as a script
+    from _cli import device_of, slice_parser  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-    run_with_steps(main, __doc__, 30)
+    parser = slice_parser(__doc__, 30)
+    parser.add_argument("--vs", help="the variant as JSON overrides of Recipe fields (default: the five-objective recipe)")
+    parser.add_argument("--name", help="the variant's label (default: five-objective, or 'variant' with --vs)")
+    args = parser.parse_args()
+    try:
+        variant = recipe_with_overrides(json.loads(args.vs)) if args.vs else FIVE_OBJECTIVES
+    except (ValueError, RobustMMError) as err:  # bad JSON, an unknown field or a bad value
+        parser.error(f"--vs: {err}")
+    main(args.steps, device_of(args), variant, args.name or ("variant" if args.vs else "five-objective"))

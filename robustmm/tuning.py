@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -141,6 +141,34 @@ class Recipe:
         """This recipe with every stage trained in ``precision`` (see ``StageConfig.precision``)."""
         stages = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), StageConfig)}
         return replace(self, **{name: replace(stage, precision=precision) for name, stage in stages.items()})
+
+
+def recipe_with_overrides(overrides: dict, recipe: Recipe | None = None) -> Recipe:
+    """``recipe`` (default ``Recipe()``) with ``overrides`` applied: keys are ``Recipe`` fields; a dict value
+    updates the fields of that nested config (``model``, ``prompt``, ``pretrain``, ...); lists become tuples.
+
+    ``{"model": {"ffn_mult": 2}, "prompt_tune_ve": {"epochs": 15}}`` is the shipped recipe with a narrower
+    feed-forward block and 15 easy-VE prompt epochs. Unknown fields are refused in one sentence.
+    """
+    recipe = recipe or Recipe()
+
+    def updated(config, changes: dict):
+        known = {f.name for f in fields(config)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise RobustMMError(f"{type(config).__name__} has no field {unknown[0]!r}; choose from {', '.join(sorted(known))}.")
+        values = {}
+        for key, value in changes.items():
+            current = getattr(config, key)
+            if isinstance(value, dict) and is_dataclass(current):
+                values[key] = updated(current, value)
+            else:
+                values[key] = tuple(value) if isinstance(value, list) else value
+        return replace(config, **values)
+
+    if not isinstance(overrides, dict):
+        raise RobustMMError(f"Recipe overrides must be a JSON object of Recipe fields, not {overrides!r}.")
+    return updated(recipe, overrides)
 
 
 # ---------------------------------------------------------------------------

@@ -15,28 +15,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
 
 from robustmm.models.pair import resolve_device
-from robustmm.tuning import Recipe, make_pair
-
-
-def with_overrides(overrides: dict) -> Recipe:
-    """``Recipe()`` with ``overrides`` applied (nested dicts update nested configs)."""
-    recipe, changes = Recipe(), {}
-    names = {f.name for f in fields(Recipe)}
-    for key, value in overrides.items():
-        if key not in names:
-            raise SystemExit(f"Unknown recipe field {key!r}; choose from {', '.join(sorted(names))}.")
-        current = getattr(recipe, key)
-        if isinstance(value, dict) and is_dataclass(current):
-            changes[key] = replace(current, **value)
-        else:
-            changes[key] = tuple(value) if isinstance(value, list) else value
-    return replace(recipe, **changes)
+from robustmm.tuning import make_pair, recipe_with_overrides
 
 
 def main() -> None:
@@ -45,7 +29,7 @@ def main() -> None:
     name, overrides, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]) / sys.argv[1]
     torch.set_num_threads(2)
     start = time.perf_counter()
-    report = make_pair(with_overrides(overrides), out, resolve_device("auto"))
+    report = make_pair(recipe_with_overrides(overrides), out, resolve_device("auto"))
     print(json.dumps({
         "variant": name, "overrides": overrides, "device": report["device"],
         "accuracy": {k: round(v["test_accuracy"], 4) for k, v in report["accuracy"].items()},

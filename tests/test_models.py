@@ -161,6 +161,24 @@ def test_recipe_refuses_unknown_pretraining_objectives():
         Recipe(then_epochs=-1)
 
 
+
+def test_recipe_overrides_update_nested_configs_and_refuse_unknown_fields():
+    from robustmm.tuning import recipe_with_overrides
+
+    recipe = recipe_with_overrides({"seed": 3, "model": {"ffn_mult": 2, "stem_channels": [16, 32]},
+                                    "prompt_tune_ve": {"epochs": 15}, "objectives": ["caption", "match"]})
+    default = Recipe()
+    assert recipe.seed == 3 and recipe.objectives == ("caption", "match")
+    assert recipe.model == replace(default.model, ffn_mult=2, stem_channels=(16, 32))
+    assert recipe.prompt_tune_ve == replace(default.prompt_tune_ve, epochs=15)
+    assert recipe.prompt_tune == default.prompt_tune and recipe.prompt == default.prompt  # untouched
+    with pytest.raises(RobustMMError, match="UnifiedConfig has no field 'width'"):
+        recipe_with_overrides({"model": {"width": 64}})
+    with pytest.raises(RobustMMError, match="Recipe has no field 'epochs'"):
+        recipe_with_overrides({"epochs": 3})
+    with pytest.raises(RobustMMError, match="objectives"):
+        recipe_with_overrides({"objectives": ["rhyme"]})
+
 def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(monkeypatch, tmp_path):
     from robustmm import tuning
 
