@@ -151,13 +151,20 @@ def _distinct_names(a: Path, b: Path) -> tuple[str, str]:
     return "/".join(a.parts[-depth:]), "/".join(b.parts[-depth:])
 
 
+def _comparison_name(name_a: str, name_b: str, member: str, member_b: str) -> str:
+    """Default file name of a comparison; it names the members, so comparing the other member of the same
+    two runs writes a second file instead of overwriting the first (``compare-a-vs-b-prompt.md``)."""
+    a, b = name_a.replace("/", "-"), name_b.replace("/", "-")
+    return f"compare-{a}-vs-{b}-{member}.md" if member == member_b else f"compare-{a}-{member}-vs-{b}-{member_b}.md"
+
+
 @app.command("compare")
 def compare_command(
     run_a: Path = typer.Argument(..., help="Run folder A (holds records.jsonl)."),
     run_b: Path = typer.Argument(..., help="Run folder B, made with the same datasets, attacks and seed."),
     member: str = typer.Option("finetune", help="Member of run A to compare: finetune or prompt."),
     member_b: Optional[str] = typer.Option(None, "--member-b", help="Member of run B (default: the same as --member)."),
-    out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: compare-A-vs-B.md beside run B)."),
+    out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: compare-A-vs-B-MEMBER.md beside run B)."),
 ) -> None:
     """Compare one member of run A with one of run B on the same examples and attacks (paired)."""
     from robustmm.compare import compare_runs, dataset_verdict, render_comparison
@@ -172,7 +179,7 @@ def compare_command(
     labels = (f"{name_a}/{member}", f"{name_b}/{member_b}")
     if labels[0] == labels[1]:
         labels = (f"A:{labels[0]}", f"B:{labels[1]}")
-    out = out or run_b.parent / f"compare-{name_a.replace('/', '-')}-vs-{name_b.replace('/', '-')}.md"
+    out = out or run_b.parent / _comparison_name(name_a, name_b, member, member_b)
     if out.suffix != ".md":
         raise RobustMMError(f"--out {out} must name a .md file.")
     rows, only = compare_runs(load_run(run_a), load_run(run_b), member, member_b, labels)

@@ -81,10 +81,10 @@ def test_cli_writes_markdown_and_json_and_refuses_bad_input(tmp_path):
     a, b = _run(tmp_path / "a", A_ROWS), _run(tmp_path / "b", B_ROWS)
     result = _cli(a, b)
     assert result.returncode == 0, result.stderr
-    report = (tmp_path / "compare-a-vs-b.md").read_text()
+    report = (tmp_path / "compare-a-vs-b-finetune.md").read_text()
     assert "| fgsm | 25.5/255 | 100.0 → 90.0 | 10.0 | 100.0 → 40.0 | 60.0 | +50.0 [" in report
     assert "significantly more (paired bootstrap 95% CI above 0) under 1" in report
-    data = json.loads((tmp_path / "compare-a-vs-b.json").read_text())
+    data = json.loads((tmp_path / "compare-a-vs-b-finetune.json").read_text())
     assert data["comparisons"][0]["mcnemar"] == {"a_only": 5, "b_only": 0, "p_value": pytest.approx(0.0625)}
 
     for args, message in (((a, tmp_path / "nope"), "has no records.jsonl"),
@@ -104,5 +104,16 @@ def test_runs_with_the_same_folder_name_are_told_apart_by_their_parent_folders(t
     a, b = _run(tmp_path / "old" / "default", A_ROWS), _run(tmp_path / "new" / "default", B_ROWS)
     result = _cli(a, b)
     assert result.returncode == 0, result.stderr
-    report = (tmp_path / "new" / "compare-old-default-vs-new-default.md").read_text()
+    report = (tmp_path / "new" / "compare-old-default-vs-new-default-finetune.md").read_text()
     assert "**A** = old/default/finetune" in report and "**B** = new/default/finetune" in report
+
+
+def test_comparing_each_member_of_the_same_two_runs_writes_two_files(tmp_path):
+    prompt_rows = [("prompt", "fgsm(eps=0.1)", f"e{i}", 1, i % 2 == 0) for i in range(10)]
+    a, b = _run(tmp_path / "a", A_ROWS + prompt_rows), _run(tmp_path / "b", B_ROWS + prompt_rows)
+    for args in ((), ("--member", "prompt"), ("--member", "prompt", "--member-b", "finetune")):
+        result = _cli(a, b, *args)
+        assert result.returncode == 0, result.stderr
+    finetune, prompt = (tmp_path / "compare-a-vs-b-finetune.md").read_text(), (tmp_path / "compare-a-vs-b-prompt.md").read_text()
+    assert "**A** = a/finetune" in finetune and "**A** = a/prompt" in prompt
+    assert "**B** = b/finetune" in (tmp_path / "compare-a-prompt-vs-b-finetune.md").read_text()
