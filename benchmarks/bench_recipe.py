@@ -1,17 +1,16 @@
 """Training time of the whole recipe, estimated from short slices of every stage, for two recipes side by side.
 
-The shipped recipe (``Recipe()``: seed 1, six pretraining objectives with text infilling) and a variant
-each train ``STEPS`` steps of each of their five stages, alternating recipes stage by stage, in one
-process on one device. By default the variant is the five-objective recipe the shipped one replaced
-(seed 0, no text infilling, length-32 easy-VQA prompts for 3 epochs at lr 1e-2, 12 easy-VE finetune
-epochs at lr 1e-3, easy-VE prompts from a random start for 10 epochs at lr 1e-2); ``--vs`` takes any
-other as JSON overrides of ``Recipe`` fields (``robustmm.tuning.recipe_with_overrides``), e.g. a
-narrower model: ``--vs '{"model": {"ffn_mult": 2}, "prompt": {"length": 48}}'``. Each recipe's
-downstream slices start from its own slice-pretrained base, so a variant with another model config
-is timed with its own architecture. Seconds per step x the stage's full step count
-(``robustmm.tuning.step_count``) gives each stage's minutes; the printed ratio of the totals does not
-depend on how fast the machine is that day, the minutes do. As in ``recipe.json``, a stage's time is its
-optimisation loop (loading and the prompts' one activation pass, a few seconds, are left out).
+The shipped recipe (``Recipe()``: seed 1, six pretraining objectives, GEGLU blocks with ffn_mult 2) and a
+variant each train ``STEPS`` steps of each of their five stages, alternating recipes stage by stage, in one
+process on one device. By default the variant is the wide-FFN recipe the shipped one replaced (ffn_mult 4,
+length-64 easy-VQA prompts, 20 easy-VE prompt epochs); ``--vs`` takes any other as JSON overrides of
+``Recipe`` fields (``robustmm.tuning.recipe_with_overrides``), e.g. fewer easy-VE prompt epochs:
+``--vs '{"prompt_tune_ve": {"epochs": 10}}'``. Each recipe's downstream slices start from its own
+slice-pretrained base, so a variant with another model config is timed with its own architecture.
+Seconds per step x the stage's full step count (``robustmm.tuning.step_count``) gives each stage's
+minutes; the printed ratio of the totals does not depend on how fast the machine is that day, the
+minutes do. As in ``recipe.json``, a stage's time is its optimisation loop (loading and the prompts'
+one activation pass, a few seconds, are left out).
 
     python benchmarks/bench_recipe.py [STEPS=30] [--device cpu|cuda] [--vs JSON] [--name NAME]
 """
@@ -27,14 +26,11 @@ from typing import Callable
 from robustmm.data import load_dataset
 from robustmm.errors import RobustMMError
 from robustmm.models.prompts import PromptConfig
-from robustmm.tuning import (IMAGE_OBJECTIVES, Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune,
-                             recipe_with_overrides, step_count)
+from robustmm.tuning import (Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune, recipe_with_overrides,
+                             step_count)
 
-FIVE_OBJECTIVES = replace(
-    Recipe(), seed=0, objectives=IMAGE_OBJECTIVES,
-    prompt=replace(Recipe().prompt, length=32), prompt_tune=replace(Recipe().prompt_tune, epochs=3, lr=1e-2),
-    finetune_ve=replace(Recipe().finetune_ve, epochs=12, lr=1e-3), prompt_ve=replace(Recipe().prompt_ve, init="random"),
-    prompt_tune_ve=replace(Recipe().prompt_tune_ve, epochs=10, lr=1e-2))
+# The recipe shipped from 2026-11-25 to 2026-12-05 (its pair's reports are in reports/wide-ffn/).
+WIDE_FFN_OVERRIDES = {"model": {"ffn_mult": 4}, "prompt": {"length": 64}, "prompt_tune_ve": {"epochs": 20}}
 
 
 def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, Callable[[], float]]:
@@ -88,11 +84,11 @@ if __name__ == "__main__":
     from _cli import device_of, slice_parser  # benchmarks/ is on sys.path when a benchmark runs as a script
 
     parser = slice_parser(__doc__, 30)
-    parser.add_argument("--vs", help="the variant as JSON overrides of Recipe fields (default: the five-objective recipe)")
-    parser.add_argument("--name", help="the variant's label (default: five-objective, or 'variant' with --vs)")
+    parser.add_argument("--vs", help="the variant as JSON overrides of Recipe fields (default: the wide-FFN recipe it replaced)")
+    parser.add_argument("--name", help="the variant's label (default: wide-ffn, or 'variant' with --vs)")
     args = parser.parse_args()
     try:
-        variant = recipe_with_overrides(json.loads(args.vs)) if args.vs else FIVE_OBJECTIVES
+        variant = recipe_with_overrides(json.loads(args.vs) if args.vs else WIDE_FFN_OVERRIDES)
     except (ValueError, RobustMMError) as err:  # bad JSON, an unknown field or a bad value
         parser.error(f"--vs: {err}")
-    main(args.steps, device_of(args), variant, args.name or ("variant" if args.vs else "five-objective"))
+    main(args.steps, device_of(args), variant, args.name or ("variant" if args.vs else "wide-ffn"))

@@ -165,12 +165,12 @@ def test_recipe_refuses_unknown_pretraining_objectives():
 def test_recipe_overrides_update_nested_configs_and_refuse_unknown_fields():
     from robustmm.tuning import recipe_with_overrides
 
-    recipe = recipe_with_overrides({"seed": 3, "model": {"ffn_mult": 2, "stem_channels": [16, 32]},
-                                    "prompt_tune_ve": {"epochs": 15}, "objectives": ["caption", "match"]})
+    recipe = recipe_with_overrides({"seed": 3, "model": {"ffn_mult": 3, "stem_channels": [16, 32]},
+                                    "prompt_tune_ve": {"epochs": 12}, "objectives": ["caption", "match"]})
     default = Recipe()
     assert recipe.seed == 3 and recipe.objectives == ("caption", "match")
-    assert recipe.model == replace(default.model, ffn_mult=2, stem_channels=(16, 32))
-    assert recipe.prompt_tune_ve == replace(default.prompt_tune_ve, epochs=15)
+    assert recipe.model == replace(default.model, ffn_mult=3, stem_channels=(16, 32))
+    assert recipe.prompt_tune_ve == replace(default.prompt_tune_ve, epochs=12)
     assert recipe.prompt_tune == default.prompt_tune and recipe.prompt == default.prompt  # untouched
     with pytest.raises(RobustMMError, match="UnifiedConfig has no field 'width'"):
         recipe_with_overrides({"model": {"width": 64}})
