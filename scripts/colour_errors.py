@@ -14,8 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from robustmm.data import load_dataset
-from robustmm.data import easy_vqa
+from robustmm.data import easy_vqa, load_dataset
 from robustmm.data.easy_ve import COLORS, SHAPES, image_facts
 from robustmm.models import checkpoint as ckpt
 from robustmm.tuning import predictions
