@@ -14,10 +14,10 @@ The MiniLM similarity of every candidate dominates the stock loop (~80% of its t
 encodes each candidate plus one copy of the original window per candidate. robustmm
 encodes each distinct window once per run, sorted by token count, and scores the model in
 calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
-advantage grows with N as questions repeat. Measured on the shipped finetuned model (whole-image
-pretraining pair), 1 torch thread, 2-core machine otherwise idle: N=300: 3.2x (113.4 s vs
-35.9 s; success 22.0% both; identical texts 300/300; 0 of 289 substituted words [UNK]). On
-earlier shipped models: 3.4x (success 25.3% both, 300/300 identical), and 3.7x and 3.6x
+advantage grows with N as questions repeat. Measured on the shipped finetuned model (narrow-FFN
+pair, 2026-12-05), 1 torch thread, 2-core machine otherwise idle: N=300: 3.1x (53.0 s vs 17.3 s;
+success 29.7% both; identical texts 300/300; 0 of 313 substituted words [UNK]). On earlier shipped
+models: 3.2x (success 22.0% both, 300/300 identical), 3.4x (success 25.3% both, 300/300 identical), and 3.7x and 3.6x
 (success 8.7% both, 299/300 identical, the other differing by a float-noise near-tie in the
 model's scores); N=30: 2.1x (30/30, success 6.7%
 both). Timings default to 1 thread: with torch's default 2 threads on a
