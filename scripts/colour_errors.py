@@ -44,13 +44,14 @@ def colour_only_substitution(text: str, adversarial: str) -> bool:
 def main(pair: Path, run: Path) -> None:
     test = load_dataset("easy-ve", split="test")
     flags = colour_only_contradictions(test)
+    total = sum(flags)
     for kind in ("finetune", "prompt"):
         model = ckpt.load_model(pair / "easy-ve" / kind)
         answers = predictions(model, [e.image for e in test.examples], [e.text for e in test.examples])
         rejected = sum(f and a == "contradiction" for f, a in zip(flags, answers))
         errors = sum(a != e.answers[0] for a, e in zip(answers, test.examples))
-        print(f"easy-ve/{kind}: rejects {rejected} of {sum(flags)} colour-only contradictions; "
-              f"the other {sum(flags) - rejected} are {100 * (sum(flags) - rejected) / errors:.0f}% of its {errors} test errors")
+        print(f"easy-ve/{kind}: rejects {rejected} of {total} colour-only contradictions; "
+              f"the other {total - rejected} are {100 * (total - rejected) / errors:.0f}% of its {errors} test errors")
     records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if line.strip()]
     for member in ("finetune", "prompt"):
         won = [r for r in records if r["attack"] == "word-sub" and r["member"] == member and r["status"] == "succeeded"]
