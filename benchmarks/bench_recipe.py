@@ -2,8 +2,9 @@
 
 The shipped recipe (``Recipe()``: seed 1, six pretraining objectives, GEGLU blocks with ffn_mult 2) and a
 variant each train ``STEPS`` steps of each of their five stages, alternating recipes stage by stage, in one
-process on one device. By default the variant is the wide-FFN recipe the shipped one replaced (ffn_mult 4,
-length-64 easy-VQA prompts, 20 easy-VE prompt epochs); ``--vs`` takes any other as JSON overrides of
+process on one device. By default the variant is the wide-FFN recipe the shipped one replaced, read whole from
+``reports/wide-ffn/recipe.json`` (ffn_mult 4; easy-VQA prompts of length 64, 5 epochs at lr 5e-3 in batches of
+64; 20 easy-VE prompt epochs at lr 5e-3); ``--vs`` takes any other as JSON overrides of
 ``Recipe`` fields (``robustmm.tuning.recipe_with_overrides``), e.g. fewer easy-VE prompt epochs:
 ``--vs '{"prompt_tune_ve": {"epochs": 10}}'``. Each recipe's downstream slices start from its own
 slice-pretrained base, so a variant with another model config is timed with its own architecture.
@@ -29,8 +30,14 @@ from robustmm.models.prompts import PromptConfig
 from robustmm.tuning import (Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune, recipe_with_overrides,
                              step_count)
 
-# The recipe shipped from 2026-11-25 to 2026-12-05 (its pair's reports are in reports/wide-ffn/).
-WIDE_FFN_OVERRIDES = {"model": {"ffn_mult": 4}, "prompt": {"length": 64}, "prompt_tune_ve": {"epochs": 20}}
+# The recipe.json of the pair shipped from 2026-11-25 to 2026-12-05 (its reports are beside it): the
+# whole recipe is read from it, so no field of the shipped recipe leaks into the variant.
+WIDE_FFN_RECIPE = Path(__file__).resolve().parents[1] / "reports" / "wide-ffn" / "recipe.json"
+
+
+def wide_ffn_recipe() -> Recipe:
+    """The wide-FFN pair's recipe, every field as stored in its recipe.json."""
+    return recipe_with_overrides(json.loads(WIDE_FFN_RECIPE.read_text())["recipe"])
 
 
 def stage_runs(recipe: Recipe, steps: int, device: str, tmp: Path) -> dict[str, Callable[[], float]]:
@@ -88,7 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("--name", help="the variant's label (default: wide-ffn, or 'variant' with --vs)")
     args = parser.parse_args()
     try:
-        variant = recipe_with_overrides(json.loads(args.vs) if args.vs else WIDE_FFN_OVERRIDES)
+        variant = recipe_with_overrides(json.loads(args.vs)) if args.vs else wide_ffn_recipe()
     except (ValueError, RobustMMError) as err:  # bad JSON, an unknown field or a bad value
         parser.error(f"--vs: {err}")
     main(args.steps, device_of(args), variant, args.name or ("variant" if args.vs else "wide-ffn"))
