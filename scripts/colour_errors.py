@@ -10,13 +10,14 @@ colour words. README.md, "Known limitations", quotes these numbers.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from robustmm.data import easy_vqa, load_dataset
 from robustmm.data.easy_ve import COLORS, SHAPES, image_facts
 from robustmm.models import checkpoint as ckpt
+from robustmm.records import load_run
+from robustmm.types import Status
 from robustmm.tuning import predictions
 
 
@@ -52,10 +53,10 @@ def main(pair: Path, run: Path) -> None:
         errors = sum(a != e.answers[0] for a, e in zip(answers, test.examples))
         print(f"easy-ve/{kind}: rejects {rejected} of {total} colour-only contradictions; "
               f"the other {total - rejected} are {100 * (total - rejected) / errors:.0f}% of its {errors} test errors")
-    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if line.strip()]
+    records = load_run(run)
     for member in ("finetune", "prompt"):
-        won = [r for r in records if r["attack"] == "word-sub" and r["member"] == member and r["status"] == "succeeded"]
-        colour = sum(colour_only_substitution(r["text"], r["adv_text"]) for r in won)
+        won = [r for r in records if r.attack == "word-sub" and r.member == member and r.status is Status.SUCCEEDED]
+        colour = sum(colour_only_substitution(r.text, r.adv_text) for r in won)
         print(f"{member}: {colour} of {len(won)} successful word substitutions change only colour words")
 
 

@@ -179,14 +179,20 @@ def test_recipe_overrides_update_nested_configs_and_refuse_unknown_fields():
     with pytest.raises(RobustMMError, match="objectives"):
         recipe_with_overrides({"objectives": ["rhyme"]})
 
+
 def test_a_recipe_json_read_back_as_overrides_is_that_recipe():
+    import importlib.util
+
     from robustmm.tuning import recipe_with_overrides
 
     shipped = Recipe()
     assert recipe_with_overrides(json.loads(json.dumps(shipped.to_dict()))) == shipped
     # bench_recipe.py's default variant: the wide-FFN pair's stored recipe, whatever Recipe() is now
-    stored = json.loads((Path(__file__).resolve().parents[1] / "reports/wide-ffn/recipe.json").read_text())["recipe"]
-    wide = recipe_with_overrides(stored)
+    spec = importlib.util.spec_from_file_location("bench_recipe", Path(__file__).resolve().parents[1] / "benchmarks/bench_recipe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    stored = json.loads(bench.WIDE_FFN_RECIPE.read_text())["recipe"]
+    wide = bench.wide_ffn_recipe()
     assert json.loads(json.dumps(wide.to_dict())) == stored
     assert wide.model.ffn_mult == 4 and wide.prompt_tune.epochs == 5 and wide.prompt_tune.batch_size == 64
 
