@@ -373,7 +373,7 @@ def _overridden(config, **values):
 @app.command("setup-text")
 def setup_text_command() -> None:
     """Prepare the text attacks' offline data: copy WordNet, write the stop-word list, check MiniLM."""
-    from robustmm.text_resources import prepare_text_resources
+    from robustmm.attacks.text.resources import prepare_text_resources
 
     console.print(f"text-attack resources ready in {prepare_text_resources()}")
 

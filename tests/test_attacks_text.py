@@ -19,7 +19,7 @@ from conftest import build_tiny_model
 from robustmm.attacks import AttackBatch, get_attack, list_attacks, parse_attack_spec
 from robustmm.errors import RobustMMError
 from robustmm.paths import package_root
-from robustmm.text_resources import INSTALL_HINT, LEXNAMES, english_stopwords, stopwords_file
+from robustmm.attacks.text.resources import INSTALL_HINT, LEXNAMES, english_stopwords, stopwords_file
 
 DEFAULT_FINETUNE = package_root() / "checkpoints" / "default" / "easy-vqa" / "finetune"
 STATUSES = {"succeeded", "failed", "skipped"}
@@ -53,7 +53,7 @@ def private_nltk(monkeypatch, tmp_path):
 def test_missing_wordnet_gives_the_install_sentence(private_nltk, monkeypatch, tmp_path):
     import nltk
 
-    from robustmm import text_resources
+    from robustmm.attacks.text import resources as text_resources
 
     def no_download(*args, **kwargs):
         raise AssertionError("nltk.download must never be called")
@@ -70,7 +70,7 @@ def test_missing_wordnet_gives_the_install_sentence(private_nltk, monkeypatch, t
 def test_prepare_copies_wordnet_and_is_idempotent(private_nltk):
     import nltk
 
-    from robustmm.text_resources import prepare_text_resources
+    from robustmm.attacks.text.resources import prepare_text_resources
 
     assert prepare_text_resources() == private_nltk
     wordnet = private_nltk / "corpora" / "wordnet"
@@ -87,7 +87,7 @@ def test_prepare_copies_wordnet_and_is_idempotent(private_nltk):
 
 
 def test_wordnet_swap_drops_antonyms_and_case_variants():
-    from robustmm.attacks.textattack_parts import WordNetSynonymSwap, wordnet_antonyms
+    from robustmm.attacks.text.parts import WordNetSynonymSwap, wordnet_antonyms
 
     swap = WordNetSynonymSwap()
     color = swap._get_replacement_words("color")
@@ -99,7 +99,7 @@ def test_wordnet_swap_drops_antonyms_and_case_variants():
 
 def test_minilm_batches_do_not_change_embeddings():
     """Sorting by token count and padding per batch gives each text the embedding it gets alone."""
-    from robustmm.attacks.textattack_parts import shared_encoder
+    from robustmm.attacks.text.parts import shared_encoder
 
     encoder = shared_encoder("cpu")
     texts = ["what color is the shape?", "is there a red circle in the image?", "shape", "what shape is present?",
@@ -216,7 +216,7 @@ def _changed(original: str, perturbed: str) -> list[tuple[int, str, str]]:
 
 
 def test_word_sub_changes_only_allowed_words(tiny_runs):
-    from robustmm.attacks.textattack_parts import WordNetSynonymSwap, wordnet_antonyms
+    from robustmm.attacks.text.parts import WordNetSynonymSwap, wordnet_antonyms
 
     _, batch, _, runs = tiny_runs
     config, stop, synonyms = get_attack("word-sub").config, english_stopwords(), WordNetSynonymSwap(filter_antonyms=False)
@@ -271,7 +271,7 @@ def test_word_sub_on_visual_entailment():
 def test_unknown_substitutions_are_counted():
     """A swap to a letter (Tifinagh ya) the WordPiece vocabulary lacks is counted as unknown to the tokenizer."""
     from robustmm.attacks.text import CharSwapConfig, GreedyTextAttack
-    from robustmm.attacks.textattack_parts import textattack
+    from robustmm.attacks.text.parts import textattack
 
     class TifinaghSwap(textattack.transformations.WordSwap):
         def _get_replacement_words(self, word):

@@ -199,6 +199,7 @@ def test_a_recipe_json_read_back_as_overrides_is_that_recipe():
 
 def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(monkeypatch, tmp_path):
     from robustmm import tuning
+    from robustmm.tuning import pretraining
 
     stage = replace(TINY_STAGE, limit=8, batch_size=8)
     recipe = Recipe(model=TINY, pretrain=stage, objectives=IMAGE_OBJECTIVES, then_objectives=("caption", "infill-text"), then_epochs=1)
@@ -208,7 +209,7 @@ def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(mo
         seen.append(tuple(objectives))
         return texts(facts, rng, recipe, objectives)
 
-    monkeypatch.setattr(tuning, "pretraining_texts", spy)
+    monkeypatch.setattr(pretraining, "pretraining_texts", spy)
     stats = pretrain(recipe, tmp_path / "two")
     # a batch of 8 (image, objective) rows holds 8 // 5 = 1 image in phase 1 and 8 // 2 = 4 in phase 2
     assert [phase["steps"] for phase in stats["phases"]] == [8, 2] and stats["steps"] == 10
@@ -216,7 +217,7 @@ def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(mo
     # the same as pretraining phase 1 alone, then pretraining that base on phase 2's objectives
     pretrain(replace(recipe, then_epochs=0), tmp_path / "one")
     first, _ = load_backbone(tmp_path / "one")
-    monkeypatch.setattr(tuning, "UnifiedBackbone", lambda config, table: first)
+    monkeypatch.setattr(pretraining, "UnifiedBackbone", lambda config, table: first)
     pretrain(replace(recipe, objectives=recipe.then_objectives, then_epochs=0), tmp_path / "continued")
     two, continued = load_backbone(tmp_path / "two")[0].state_dict(), load_backbone(tmp_path / "continued")[0].state_dict()
     assert all(torch.equal(two[k], continued[k]) for k in two)
@@ -225,6 +226,7 @@ def test_pretraining_second_phase_continues_the_first_with_its_own_objectives(mo
 
 def test_bf16_stages_run_their_forward_pass_under_autocast_and_fp32_is_the_default(monkeypatch, tmp_path):
     from robustmm import tuning
+    from robustmm.tuning import pretraining
 
     with pytest.raises(RobustMMError, match="precision"):
         StageConfig(precision="fp16")
@@ -238,7 +240,7 @@ def test_bf16_stages_run_their_forward_pass_under_autocast_and_fp32_is_the_defau
         seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
         return loss(backbone, *rest)
 
-    monkeypatch.setattr(tuning, "generative_loss", spy)
+    monkeypatch.setattr(pretraining, "generative_loss", spy)
     half = pretrain(recipe.in_precision("bf16"), tmp_path / "bf16")
     assert seen == [torch.bfloat16] * half["steps"] and torch.isfinite(torch.tensor(half["final_loss"]))
     seen.clear()
@@ -247,13 +249,13 @@ def test_bf16_stages_run_their_forward_pass_under_autocast_and_fp32_is_the_defau
     a, b = load_backbone(tmp_path / "bf16")[0].state_dict(), load_backbone(tmp_path / "fp32")[0].state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a), "bf16 autocast changed no weight"
     # downstream stages too: the candidate loss runs under autocast and the weights train
-    calls, candidate_loss = [], tuning.UnifiedVLM.loss
+    calls, candidate_loss = [], pretraining.UnifiedVLM.loss
 
     def loss_spy(model, *args):
         calls.append(torch.is_autocast_enabled("cpu"))
         return candidate_loss(model, *args)
 
-    monkeypatch.setattr(tuning.UnifiedVLM, "loss", loss_spy)
+    monkeypatch.setattr(pretraining.UnifiedVLM, "loss", loss_spy)
     stats = finetune(tmp_path / "fp32", "easy-vqa", tmp_path / "ft", replace(TINY_STAGE, precision="bf16"))
     tuned = load_backbone(tmp_path / "ft")[0].state_dict()
     assert calls == [True] * stats["steps"] and any(not torch.equal(tuned[k], b[k]) for k in b)
@@ -261,6 +263,7 @@ def test_bf16_stages_run_their_forward_pass_under_autocast_and_fp32_is_the_defau
 
 def test_pretraining_shows_text_only_objectives_a_blank_image(monkeypatch, tmp_path):
     from robustmm import tuning
+    from robustmm.tuning import pretraining
 
     seen, loss = [], tuning.generative_loss
 
@@ -268,7 +271,7 @@ def test_pretraining_shows_text_only_objectives_a_blank_image(monkeypatch, tmp_p
         seen.append(pixels.detach().clone())
         return loss(backbone, pixels, *rest)
 
-    monkeypatch.setattr(tuning, "generative_loss", spy)
+    monkeypatch.setattr(pretraining, "generative_loss", spy)
     recipe = Recipe(model=TINY, objectives=("caption", "infill-text"), pretrain=replace(TINY_STAGE, limit=8, batch_size=8))
     pretrain(recipe, tmp_path / "base")
     pixels = torch.cat(seen)  # rows alternate: caption (the image), infill-text (blank)
@@ -298,6 +301,7 @@ def test_pretraining_batches_pair_true_and_wrong_captions_in_one_form_when_weigh
 @pytest.mark.parametrize("always", ["yes", "no"])
 def test_matching_breakdown_scores_each_caption_kind_against_its_gold_answer(tiny_pair_dir, monkeypatch, always):
     from robustmm import tuning
+    from robustmm.tuning import pretraining
 
     asked = []
 
@@ -305,7 +309,7 @@ def test_matching_breakdown_scores_each_caption_kind_against_its_gold_answer(tin
         asked.extend(texts)
         return [always] * len(texts)
 
-    monkeypatch.setattr(tuning, "predictions", answer_always)
+    monkeypatch.setattr(pretraining, "predictions", answer_always)
     result = tuning.matching_breakdown(tiny_pair_dir / "base")
     true_kinds = {"full true", "color true", "shape true"}
     wrong_kinds = {"full wrong color", "full wrong shape", "color wrong", "shape wrong"}

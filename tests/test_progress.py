@@ -23,9 +23,9 @@ def _weights(folder: Path) -> bytes:
 def _interrupt_at(monkeypatch, at: int, how: str) -> None:
     """Make the training loop be interrupted during step ``at``: a real Ctrl-C (SIGINT), or a crash
     (an exception that saves nothing, as a killed process would)."""
-    from robustmm import tuning
+    from robustmm.tuning import loop
 
-    schedule = tuning._schedule
+    schedule = loop._schedule
 
     def interrupting(step, total, warmup):
         if step == at:
@@ -35,17 +35,18 @@ def _interrupt_at(monkeypatch, at: int, how: str) -> None:
                 raise RuntimeError("killed")
         return schedule(step, total, warmup)
 
-    monkeypatch.setattr(tuning, "_schedule", interrupting)
+    monkeypatch.setattr(loop, "_schedule", interrupting)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "crash"])
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_base(monkeypatch, tmp_path, how):
-    from robustmm import progress, tuning
+    from robustmm import tuning
+    from robustmm.tuning import resume
 
     recipe = tuning.Recipe(model=TINY, pretrain=replace(TINY_STAGE, limit=40, epochs=2))  # 2 images a step: 40 steps
     whole = tuning.pretrain(recipe, tmp_path / "whole")
     if how == "crash":
-        monkeypatch.setattr(progress, "SAVE_EVERY", 0.0)  # a progress file after every step, as every minute does
+        monkeypatch.setattr(resume, "SAVE_EVERY", 0.0)  # a progress file after every step, as every minute does
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 17, how)
         with pytest.raises(KeyboardInterrupt if how == "ctrl-c" else RuntimeError):

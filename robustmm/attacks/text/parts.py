@@ -1,7 +1,7 @@
 """TextAttack building blocks of robustmm's text attacks (importing this module imports TextAttack).
 
 Imported only when a text attack is built or run: the import first prepares the offline
-NLTK data (:func:`robustmm.text_resources.import_textattack`). Everything here is a
+NLTK data (:func:`robustmm.attacks.text.resources.import_textattack`). Everything here is a
 plain TextAttack component, usable in a stock ``textattack.Attack`` too (the benchmark
 does exactly that):
 
@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import torch
 
-from robustmm.text_resources import MiniLMEncoder, english_stopwords, import_textattack
+from robustmm.attacks.text.resources import MiniLMEncoder, english_stopwords, import_textattack
 
 textattack = import_textattack()
 

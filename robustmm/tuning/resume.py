@@ -3,7 +3,7 @@
 A stage's progress is one safetensors file: the trained parameters, the AdamW state and the torch
 RNG state as tensors, and, as JSON in the file's metadata, the step reached, the running loss, the
 seconds trained, the state of the stage's own ``random.Random`` (pretraining draws its wrong
-captions from it) and a fingerprint of the stage's settings. :func:`robustmm.tuning.fit` writes it
+captions from it) and a fingerprint of the stage's settings. :func:`robustmm.tuning.loop.fit` writes it
 every ``SAVE_EVERY`` seconds, when the user interrupts (Ctrl-C is deferred to the end of the step
 under way), and once more when the stage's last step is done. Everything a step depends on is
 restored, so a resumed stage ends bit-identical to an uninterrupted one. The file is written to a

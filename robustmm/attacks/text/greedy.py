@@ -5,7 +5,7 @@ through untouched (the returned pixels are a bit-identical copy). The goal is
 TextAttack's ``UntargetedClassification``: change the model's predicted candidate away
 from the gold one; an example the model already gets wrong is *skipped*.
 
-Both attacks are assembled from TextAttack parts (:mod:`robustmm.attacks.textattack_parts`:
+Both attacks are assembled from TextAttack parts (:mod:`robustmm.attacks.text.parts`:
 transformation, ``RepeatModification``, ``StopwordModification``, ``MaxWordsPerturbed``,
 a MiniLM ``SentenceEncoder``) and run TextAttack's ``GreedyWordSwapWIR`` search, but
 driven here for the whole batch in lock-step: at every step the candidate texts of all
@@ -165,7 +165,7 @@ class GreedyTextAttack(Attack):
         ``encoder``. These are exactly the parts a stock ``textattack.Attack`` gets in the benchmark.
         """
         if self._parts is None:
-            from robustmm.attacks import textattack_parts as ta
+            from robustmm.attacks.text import parts as ta
 
             c = self.config
             similarity = None
@@ -201,7 +201,7 @@ class GreedyTextAttack(Attack):
 
     def _score(self, model, pixels: torch.Tensor, states: list[_Example], requests: list[tuple[int, str]]) -> None:
         """Fill each state's score cache for the (example index, text) requests, in batched model calls."""
-        from robustmm.attacks.textattack_parts import candidate_probabilities
+        from robustmm.attacks.text.parts import candidate_probabilities
 
         todo = list(dict.fromkeys((b, t) for b, t in requests if t not in states[b].scores))
         todo.sort(key=lambda bt: len(bt[1]))  # similar lengths per call: less padding
