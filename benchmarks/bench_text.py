@@ -66,7 +66,7 @@ def run_stock(model, config, examples, pixels, targets):
     from textattack.goal_functions import UntargetedClassification
     from textattack.search_methods import GreedyWordSwapWIR
 
-    from robustmm.attacks import textattack_parts as ta
+    from robustmm.attacks.text import parts as ta
 
     wrapper = ta.ImageBoundModelWrapper(model, pixels[:1])
     constraints = [ta.RepeatModification(), ta.stopword_constraint(),
@@ -120,7 +120,7 @@ def main() -> None:
 
     # One-time costs outside the clocks: TextAttack import, WordNet index, MiniLM weights.
     t0 = time.perf_counter()
-    from robustmm.attacks import textattack_parts as ta
+    from robustmm.attacks.text import parts as ta
 
     ta.textattack.shared.utils.logger.setLevel(logging.ERROR)  # its "Unknown if model ... compatible" notice
     ta.WordNetSynonymSwap()._get_replacement_words("shape")
