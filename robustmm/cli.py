@@ -55,8 +55,8 @@ class _RichProgress:
         self.tasks = {}
         for member in pair.members():
             for attack in attacks:
-                self.tasks[(member, attack.describe())] = self.progress.add_task(
-                    f"{dataset.name} · {member:8s} · {attack.describe()[:60]}", total=self.total)
+                self.tasks[(member, attack.key())] = self.progress.add_task(
+                    f"{dataset.name} · {member:8s} · {attack.key()[:60]}", total=self.total)
         self.printed: set[int] = set()
         self.since = time.perf_counter()
         if self.live:

@@ -106,7 +106,7 @@ def run_attacks(
     partial: set[tuple] = set()
     for member, model in pair.members().items():
         for attack in attacks:
-            key = attack.describe()
+            key = attack.key()
             for index, start in enumerate(range(0, len(dataset), batch_size)):
                 chunk = dataset.examples[start : start + batch_size]
                 stored = [(scope, member, key, e.id) in done for e in chunk]
@@ -124,17 +124,29 @@ def run_attacks(
         for r in ours:
             progress(r.member, r.attack_key, 1)
     for member, model, attack, index, chunk in plan:
-        _seed_everything(_batch_seed(seed, scope, member, attack.describe(), index))
-        new = attack_batch(model, member, attack, chunk, dataset, run, gallery)
+        _seed_everything(_batch_seed(seed, scope, member, attack.key(), index))
+        new = attack_batch(model, member, attack, chunk, dataset, run, gallery, seed)
         if store is not None:
             store.append(new)
         ours += new
         if progress is not None:
-            progress(member, attack.describe(), len(chunk))
+            progress(member, attack.key(), len(chunk))
     return ours
 
 
-def attack_batch(model, member: str, attack: Attack, examples, dataset: Dataset, run: str, gallery=None) -> list[AttackRecord]:
+def gold_targets(examples, candidates: Sequence[str], task: str) -> torch.Tensor:
+    """(B,) index of each example's gold candidate: the candidate with the best answer score against the
+    example's answers (first in candidate order on ties), or -100 where no candidate scores above 0."""
+    out = []
+    for example in examples:
+        scores = [answer_score(c, example.answers, task) for c in candidates]
+        best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
+        out.append(best if scores[best] > 0 else -100)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def attack_batch(model, member: str, attack: Attack, examples, dataset: Dataset, run: str, gallery=None,
+                 seed: int = 0) -> list[AttackRecord]:
     """Clean prediction, attack on the examples the model gets right, one record each.
 
     ``gallery`` (optional, a :class:`robustmm.gallery.Gallery`) receives succeeded examples' images.
@@ -151,7 +163,8 @@ def attack_batch(model, member: str, attack: Attack, examples, dataset: Dataset,
     adv_pixels = pixels
     if todo:
         start = time.perf_counter()
-        batch = AttackBatch([examples[i] for i in todo], pixels[todo], [texts[i] for i in todo], clean_index[todo])
+        gold = gold_targets([examples[i] for i in todo], model.candidates, dataset.task.value).to(device)
+        batch = AttackBatch([examples[i] for i in todo], pixels[todo], [texts[i] for i in todo], gold, seed=seed)
         result = attack.run(model, batch)
         elapsed = (time.perf_counter() - start) / len(todo)
         adv_index = result.scores.argmax(dim=1).tolist()
@@ -173,7 +186,7 @@ def attack_batch(model, member: str, attack: Attack, examples, dataset: Dataset,
         facts = info[i]
         records.append(AttackRecord(
             run=run, task=dataset.task.value, dataset=dataset.name, member=member, model=model.info.name,
-            attack=attack.name, attack_key=attack.describe(), modality=attack.modality, eps=attack_eps(attack),
+            attack=attack.name, attack_key=attack.key(), modality=attack.modality, eps=attack_eps(attack),
             example_id=example.id, answers=tuple(example.answers), text=texts[i], adv_text=adv_text[i],
             clean_prediction=clean_pred[i], adv_prediction=adv_pred[i], clean_score=clean_scores[i], adv_score=adv_score,
             status=status, linf=_opt_float(facts.get("linf")), l2=_opt_float(facts.get("l2")),

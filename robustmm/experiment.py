@@ -75,8 +75,8 @@ def build_attacks(spec: RunSpec) -> list:
     attacks = expand_eps(attacks, eps)
     seen, unique = set(), []
     for attack in attacks:
-        if attack.describe() not in seen:
-            seen.add(attack.describe())
+        if attack.key() not in seen:
+            seen.add(attack.key())
             unique.append(attack)
     if not unique:
         raise RobustMMError("No attacks were selected.")

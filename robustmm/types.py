@@ -90,6 +90,9 @@ class AttackRecord:
     text_rms: float | None = None
     queries: int = 0
     seconds: float = 0.0
+    # Attack-specific facts as JSON values (keys documented by each attack), e.g. a text attack's
+    # substitutions and protected-word hits; {} when there are none.
+    details: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -104,6 +107,7 @@ class AttackRecord:
         row = dict(row)
         row["status"] = Status(row["status"])
         row["answers"] = tuple(row["answers"])
+        row.setdefault("details", {})
         return cls(**row)
 
     @property

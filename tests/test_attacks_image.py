@@ -18,6 +18,7 @@ from robustmm.attacks.image import ClassifierView
 from robustmm.attacks.presets import list_presets, load_preset
 from robustmm.errors import RobustMMError
 from robustmm.paths import package_root
+from robustmm.types import Example, Task
 
 TEXTS = ["what shape is in the image?", "what color is the shape?", "is there a red circle?", "is it blue?"]
 IMAGE_SPECS = ["fgsm", "pgd-linf:steps=3", "pgd-l2:eps=0.5,steps=3", "noise-linf", "pgd-linf:steps=2,targeted=true"]
@@ -40,7 +41,13 @@ def make_batch(b: int = 4, targets=None, seed: int = 0) -> AttackBatch:
     pixels[0, :, :8, :8] = 0.0  # saturated corners: clipping to [0, 1] must hold there too
     pixels[-1, :, -8:, -8:] = 1.0
     targets = torch.tensor(targets if targets is not None else [i % 9 for i in range(b)])
-    return AttackBatch([], pixels, [TEXTS[i % len(TEXTS)] for i in range(b)], targets)
+    texts = [TEXTS[i % len(TEXTS)] for i in range(b)]
+    return AttackBatch(examples_for(texts), pixels, texts, targets)
+
+
+def examples_for(texts, prefix: str = "ex") -> list[Example]:
+    """One Example per text, ids ``ex0``, ``ex1``, ... (an id seeds an attack's random draws)."""
+    return [Example(f"{prefix}{i}", None, text, ("yes",), Task.VQA) for i, text in enumerate(texts)]
 
 
 def bound(attack) -> tuple[str, float]:
@@ -149,13 +156,15 @@ def test_targeted_attacks(tiny_vqa_model):
 
 
 def test_seeded_attacks_are_reproducible_and_leave_the_global_rng_alone(tiny_vqa_model):
+    from dataclasses import replace
+
     batch = make_batch()
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    first = get_attack("pgd-linf", steps=2, seed=7).run(tiny_vqa_model, batch)
+    first = get_attack("pgd-linf", steps=2).run(tiny_vqa_model, replace(batch, seed=7))
     assert torch.equal(torch.random.get_rng_state(), before)
-    second = get_attack("pgd-linf", steps=2, seed=7).run(tiny_vqa_model, batch)
-    other = get_attack("pgd-linf", steps=2, seed=8).run(tiny_vqa_model, batch)
+    second = get_attack("pgd-linf", steps=2).run(tiny_vqa_model, replace(batch, seed=7))
+    other = get_attack("pgd-linf", steps=2).run(tiny_vqa_model, replace(batch, seed=8))
     assert torch.equal(first.pixels, second.pixels)
     assert not torch.equal(first.pixels, other.pixels)
 
@@ -305,9 +314,10 @@ def test_bad_configuration_is_a_robustmm_error(name, params, message):
 def test_bad_batches_are_robustmm_errors(tiny_vqa_model):
     batch = make_batch()
     bad = [
-        AttackBatch([], batch.pixels * 2, batch.texts, batch.targets),  # not in [0, 1]
-        AttackBatch([], batch.pixels, batch.texts[:3], batch.targets),  # lengths differ
-        AttackBatch([], batch.pixels[:, 0], batch.texts, batch.targets),  # not (B, 3, H, W)
+        AttackBatch(batch.examples, batch.pixels * 2, batch.texts, batch.targets),  # not in [0, 1]
+        AttackBatch(batch.examples, batch.pixels, batch.texts[:3], batch.targets),  # lengths differ
+        AttackBatch(batch.examples, batch.pixels[:, 0], batch.texts, batch.targets),  # not (B, 3, H, W)
+        AttackBatch([], batch.pixels, batch.texts, batch.targets),  # no examples (no ids to seed from)
     ]
     for item in bad:
         with pytest.raises(RobustMMError):
@@ -409,7 +419,7 @@ def test_blank_image_is_the_blind_baseline(tiny_vqa_model):
 
     pixels = torch.rand(3, 3, 64, 64)
     texts = ["what shape is present?"] * 3
-    batch = AttackBatch([None] * 3, pixels, texts, torch.zeros(3, dtype=torch.long))
+    batch = AttackBatch(examples_for(texts), pixels, texts, torch.zeros(3, dtype=torch.long))
     result = get_attack("blank-image").run(tiny_vqa_model, batch)
     assert torch.all(result.pixels == 0.5) and result.texts == texts
     expected = tiny_vqa_model.candidate_scores(torch.full_like(pixels, 0.5), texts)

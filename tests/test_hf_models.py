@@ -346,7 +346,8 @@ def test_bf16_on_cuda_returns_fp32_scores_and_pixel_gradients(hf_dir):
         assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
         scores[:, 0].sum().backward()
         assert x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0
-        result = get_attack("pgd-linf", steps=2).run(model, AttackBatch([], x.detach(), TEXTS, model.target_indices(["red", "no"])))
+        result = get_attack("pgd-linf", steps=2).run(model, AttackBatch([Example(f"ex{i}", None, t, ("red",), Task.VQA) for i, t in enumerate(TEXTS)], x.detach(),
+                                                              TEXTS, model.target_indices(["red", "no"])))
         assert result.pixels.dtype == torch.float32 and result.scores.dtype == torch.float32
 
 

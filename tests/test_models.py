@@ -470,8 +470,8 @@ def test_shipped_pair_has_its_documented_accuracy(member):
     dataset = load_dataset(member.split("/")[0], split="test", limit=documented["check_examples"], seed=documented["check_seed"])
     model = load_model(DEFAULT / member)
     assert abs(accuracy(model, dataset) - documented["check_accuracy"]) <= 0.01
-    readme = (DEFAULT.parents[2] / "README.md").read_text()
-    assert f"{100 * documented['test_accuracy']:.1f}%" in readme, "README must state the documented test accuracy"
+    readme = (DEFAULT.parents[2] / "docs" / "models.md").read_text()
+    assert f"{100 * documented['test_accuracy']:.1f}%" in readme, "docs/models.md must state the documented test accuracy"
 
 
 @pytest.mark.skipif(not (DEFAULT / "recipe.json").exists(), reason="the default pair has not been built")

@@ -28,12 +28,16 @@ MODALITIES = ("image", "text", "joint", "embedding")
 @dataclass
 class AttackBatch:
     """What an attack perturbs: ``pixels`` (B, 3, H, W) in [0, 1], ``texts`` (B strings),
-    ``targets`` (B,) gold candidate indices (the label the attack moves away from)."""
+    ``targets`` (B,) gold candidate indices (the label an untargeted attack moves away from; -100
+    where the gold answer is not a candidate), and ``seed``, the run seed from which every random
+    draw for an example is derived together with the attack key and the example id
+    (:meth:`Attack.example_seeds`)."""
 
     examples: Sequence[Example]
     pixels: torch.Tensor
     texts: list[str]
     targets: torch.Tensor
+    seed: int = 0
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -74,10 +78,57 @@ class Attack(ABC):
     def run(self, model, batch: AttackBatch) -> AttackResult:
         """Attack ``model`` (a VLModel) on ``batch``; see AttackResult."""
 
-    def describe(self) -> str:
-        """``name(param=value, ...)`` with the config's values."""
-        values = ", ".join(f"{f.name}={getattr(self.config, f.name)}" for f in dataclasses.fields(self.config))
-        return f"{self.name}({values})"
+    def key(self) -> str:
+        """The canonical attack key, e.g. ``pgd-linf(eps=8/255, steps=10, alpha=2/255, random_start=True)``:
+        used by records, report, summary.json and gallery file names alike (see :func:`canonical_key`)."""
+        return canonical_key(self.name, self.config)
+
+    def example_seeds(self, batch: AttackBatch) -> list[int]:
+        """One seed per example of ``batch`` from (run seed, this attack's key, example id) only
+        (:mod:`robustmm.seeding`): both members and every batch size get the same draws."""
+        from robustmm.seeding import example_seeds
+
+        return example_seeds(batch.seed, self.key(), [e.id for e in batch.examples])
+
+
+PIXEL_SCALE = {"scale": "pixel"}  # field metadata: a value on the [0, 1] pixel scale, written as k/255 in keys
+IF_SET = {"key": "if-set"}  # field metadata: shown in the key only when it differs from its default
+
+
+def format_key_value(value: Any, pixel_scale: bool = False) -> str:
+    """A config value as written in an attack key: ``8/255`` for a pixel-scale value that is a multiple
+    of 1/1000 of 1/255, otherwise at most 6 significant digits (never ``0.00784313725490196``)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if pixel_scale and value != 0:
+            k = value * 255
+            if abs(k - round(k, 3)) < 1e-9 * max(1.0, abs(k)):
+                return f"{round(k, 3):g}/255"
+        return f"{value:.6g}"
+    if isinstance(value, (tuple, list)):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
+def canonical_key(name: str, config: Any) -> str:
+    """``name(field=value, ...)`` over the config's fields in declaration order.
+
+    A field marked ``IF_SET`` is left out while it holds its default (e.g. ``targeted=False``), or
+    when the config's ``hidden_in_key()`` names it (a parameter that has no effect in the current
+    mode, such as ``target`` of an untargeted attack). Pixel-scale fields are written as fractions
+    of 255 (:func:`format_key_value`).
+    """
+    hidden = set(config.hidden_in_key()) if hasattr(config, "hidden_in_key") else set()
+    parts = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in hidden:
+            continue
+        if f.metadata.get("key") == "if-set" and f.default is not dataclasses.MISSING and value == f.default:
+            continue
+        parts.append(f"{f.name}={format_key_value(value, f.metadata.get('scale') == 'pixel')}")
+    return f"{name}({', '.join(parts)})"
 
 
 _REGISTRY: dict[str, type[Attack]] = {}
@@ -189,6 +240,9 @@ def check_batch(batch: AttackBatch) -> None:
         raise RobustMMError(f"Attack batch pixels must be a (B, 3, H, W) tensor, not {shape}.")
     if not pixels.is_floating_point():
         raise RobustMMError(f"Attack batch pixels must be floats in [0, 1], not {pixels.dtype}.")
+    if len(batch.examples) != pixels.shape[0]:
+        raise RobustMMError(f"Attack batch has {len(batch.examples)} examples for {pixels.shape[0]} images; give one "
+                            "Example per row (its id seeds the attack's random draws).")
     if pixels.shape[0] != len(batch.texts) or tuple(batch.targets.shape) != (pixels.shape[0],):
         raise RobustMMError(
             f"Attack batch has {pixels.shape[0]} images, {len(batch.texts)} texts and targets of shape "
@@ -233,21 +287,6 @@ def attack_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
         for p in trainable:
             p.requires_grad_(True)
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG (CPU, and ``device`` if CUDA) for a block; the caller's RNG state is restored.
-
-    Needed because torchattacks draws its random starts from the global generator.
-    """
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 class Stopwatch:

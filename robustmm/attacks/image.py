@@ -23,13 +23,15 @@ and ``label`` (``gold`` / ``prediction`` / ``target``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from robustmm.attacks.base import (
+    IF_SET,
+    PIXEL_SCALE,
     Attack,
     AttackBatch,
     AttackResult,
@@ -40,7 +42,6 @@ from robustmm.attacks.base import (
     empty_result,
     per_example_norms,
     register_attack,
-    seeded,
 )
 from robustmm.errors import RobustMMError
 
@@ -106,8 +107,9 @@ class PixelAttack(Attack):
     modality = "image"
     needs_labels = True  # False for attacks that never look at labels (noise)
 
-    def perturb(self, view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Adversarial pixels (B, 3, H, W) in [0, 1], fp32, from clean pixels and labels (B,)."""
+    def perturb(self, view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Adversarial pixels (B, 3, H, W) in [0, 1], fp32, from clean pixels, labels (B,) and one seed per
+        example (every random draw for example b comes from ``seeds[b]`` alone)."""
         raise NotImplementedError
 
     def queries(self) -> int:
@@ -129,8 +131,7 @@ class PixelAttack(Attack):
                                                     getattr(config, "target", ""), model.candidates)
             else:
                 labels, sources, forwards = None, ["none"] * b, 0
-            with seeded(config.seed, device):
-                adversarial = self.perturb(view, clean, labels).detach().float()
+            adversarial = self.perturb(view, clean, labels, self.example_seeds(batch)).detach().float()
             with torch.no_grad():
                 scores = view(adversarial)
         linf, l2 = per_example_norms(adversarial - clean)
@@ -162,24 +163,30 @@ def _check_common(name: str, eps: float, linf: bool, steps: int | None = None, a
         raise RobustMMError(f"{name} is targeted but no target is given: use target=least-likely or a candidate answer.")
 
 
+def _untargeted(config) -> tuple[str, ...]:
+    """``hidden_in_key`` of a targetable config: ``target`` means nothing while ``targeted`` is off."""
+    return () if config.targeted else ("target",)
+
+
 @dataclass(frozen=True)
 class FGSMConfig:
-    """eps: L∞ budget on the [0, 1] pixel scale; targeted/target: see the module docstring; seed: unused (no randomness)."""
+    """eps: L∞ budget on the [0, 1] pixel scale; targeted/target: see the module docstring."""
 
-    eps: float = 8 / 255
-    targeted: bool = False
+    eps: float = field(default=8 / 255, metadata=PIXEL_SCALE)
+    targeted: bool = field(default=False, metadata=IF_SET)
     target: str = "least-likely"
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _check_common("fgsm", self.eps, True, targeted=self.targeted, target=self.target)
+
+    hidden_in_key = _untargeted
 
 
 @register_attack
 class FGSM(PixelAttack):
     r"""FGSM in the paper 'Explaining and Harnessing Adversarial Examples' [https://arxiv.org/abs/1412.6572].
 
-    One signed-gradient step of size ``eps`` on the pixels (via ``torchattacks.FGSM``).
+    One signed-gradient step of size ``eps`` on the pixels (via ``torchattacks.FGSM``). No randomness.
 
     Distance Measure : Linf
 
@@ -201,7 +208,7 @@ class FGSM(PixelAttack):
     Config = FGSMConfig
     paper = "https://arxiv.org/abs/1412.6572"
 
-    def perturb(self, view, clean, labels):
+    def perturb(self, view, clean, labels, seeds):
         import torchattacks
 
         return _torchattacks_run(torchattacks.FGSM(view, eps=self.config.eps), clean, labels, self.config.targeted)
@@ -213,16 +220,15 @@ class FGSM(PixelAttack):
 @dataclass(frozen=True)
 class PGDConfig:
     """eps: budget on the [0, 1] scale; steps; alpha: step size (default 2.5 * eps / steps);
-    random_start: start uniformly inside the ball; targeted/target: see the module docstring;
-    seed: of the random start."""
+    random_start: start uniformly inside the ball (drawn per example from the run seed, the attack
+    key and the example id); targeted/target: see the module docstring."""
 
-    eps: float = 8 / 255
+    eps: float = field(default=8 / 255, metadata=PIXEL_SCALE)
     steps: int = 10
-    alpha: float | None = None
+    alpha: float | None = field(default=None, metadata=PIXEL_SCALE)
     random_start: bool = True
-    targeted: bool = False
+    targeted: bool = field(default=False, metadata=IF_SET)
     target: str = "least-likely"
-    seed: int = 0
     attack_name: ClassVar[str] = "pgd-linf"
     linf: ClassVar[bool] = True
 
@@ -231,6 +237,62 @@ class PGDConfig:
         if self.alpha is None:
             object.__setattr__(self, "alpha", 2.5 * self.eps / self.steps)
 
+    hidden_in_key = _untargeted
+
+
+def pgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int], *, eps: float, alpha: float,
+        steps: int, random_start: bool, linf: bool = True, targeted: bool = False) -> torch.Tensor:
+    """PGD exactly as ``torchattacks.PGD`` (L∞) / ``torchattacks.PGDL2`` (L2) 3.5.1 compute it, with two changes
+    that make every example's result independent of the batch it is in:
+
+    - the random start of example b is drawn from a generator seeded with ``seeds[b]`` alone (torchattacks
+      draws the whole batch from the global generator);
+    - the loss is the *sum* of the per-example cross-entropies (torchattacks: the mean), so an example's
+      gradient does not scale with the batch size (the L∞ step uses its sign and the L2 step its direction,
+      so the iterates are the same).
+
+    clean (B, 3, H, W) in [0, 1], labels (B,) -> adversarial pixels (B, 3, H, W) in [0, 1] within ``eps``
+    of ``clean`` (L∞ or L2 over each whole image). ``targeted``: descend the loss of ``labels`` instead.
+    """
+    from robustmm.seeding import per_example_normal, per_example_uniform
+
+    b = clean.shape[0]
+    adversarial = clean.clone().detach()
+    if random_start:
+        shape = tuple(clean.shape[1:])
+        if linf:
+            noise = per_example_uniform(seeds, shape, clean.device) * (2 * eps) - eps
+            adversarial = torch.clamp(adversarial + noise, 0, 1).detach()
+        else:  # torchattacks.PGDL2: a normal direction scaled to a radius drawn uniformly in [0, eps]
+            delta = per_example_normal(seeds, shape, clean.device)
+            radius = torch.stack([torch.rand(1, generator=_tail_generator(s)) for s in seeds]).to(clean.device)
+            norms = delta.view(b, -1).norm(p=2, dim=1).view(b, 1, 1, 1)
+            delta = delta * radius.view(b, 1, 1, 1) / norms * eps
+            adversarial = torch.clamp(adversarial + delta, 0, 1).detach()
+    sign = -1.0 if targeted else 1.0
+    for _ in range(steps):
+        adversarial.requires_grad_(True)
+        loss = sign * nn.functional.cross_entropy(view(adversarial), labels, reduction="sum")
+        grad = torch.autograd.grad(loss, adversarial)[0]
+        if linf:
+            adversarial = adversarial.detach() + alpha * grad.sign()
+            delta = torch.clamp(adversarial - clean, -eps, eps)
+        else:
+            grad_norms = grad.view(b, -1).norm(p=2, dim=1) + 1e-10  # torchattacks' eps_for_division
+            adversarial = adversarial.detach() + alpha * grad / grad_norms.view(b, 1, 1, 1)
+            delta = adversarial - clean
+            factor = torch.min(eps / delta.view(b, -1).norm(p=2, dim=1), torch.ones(b, device=clean.device))
+            delta = delta * factor.view(b, 1, 1, 1)
+        adversarial = torch.clamp(clean + delta, 0, 1).detach()
+    return adversarial
+
+
+def _tail_generator(seed: int) -> torch.Generator:
+    """A second stream of an example's seed (the L2 start radius), independent of its first (the direction)."""
+    from robustmm.seeding import generator
+
+    return generator((seed * 6364136223846793005 + 1442695040888963407) & ((1 << 63) - 1))
+
 
 @register_attack
 class PGDLinf(PixelAttack):
@@ -238,7 +300,8 @@ class PGDLinf(PixelAttack):
     [https://arxiv.org/abs/1706.06083].
 
     ``steps`` signed-gradient steps of size ``alpha``, each projected back onto the L∞ ball of
-    radius ``eps`` around the clean image and onto [0, 1] (via ``torchattacks.PGD``).
+    radius ``eps`` around the clean image and onto [0, 1]: ``torchattacks.PGD``'s computation (see
+    :func:`pgd`), with a per-example random start.
 
     Distance Measure : Linf
 
@@ -247,7 +310,7 @@ class PGDLinf(PixelAttack):
         steps (int): number of steps. (Default: 10)
         alpha (float): step size. (Default: 2.5 * eps / steps, i.e. 2/255 for the defaults)
         random_start (bool): start from a uniform point in the ball. (Default: True)
-        targeted (bool), target (str): see FGSM. seed (int): of the random start. (Default: 0)
+        targeted (bool), target (str): see FGSM.
 
     Shape:
         - batch.pixels: :math:`(B, 3, H, W)` in [0, 1]; batch.targets: :math:`(B)` candidate indices or -100.
@@ -261,15 +324,11 @@ class PGDLinf(PixelAttack):
     name = "pgd-linf"
     Config = PGDConfig
     paper = "https://arxiv.org/abs/1706.06083"
-    torchattacks_class = "PGD"
 
-    def perturb(self, view, clean, labels):
-        import torchattacks
-
+    def perturb(self, view, clean, labels, seeds):
         c = self.config
-        attack = getattr(torchattacks, self.torchattacks_class)(view, eps=c.eps, alpha=c.alpha, steps=c.steps,
-                                                                random_start=c.random_start)
-        return _torchattacks_run(attack, clean, labels, c.targeted)
+        return pgd(view, clean, labels, seeds, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=c.random_start,
+                   linf=c.linf, targeted=c.targeted)
 
     def queries(self) -> int:
         return self.config.steps
@@ -277,9 +336,11 @@ class PGDLinf(PixelAttack):
 
 @dataclass(frozen=True)
 class PGDL2Config(PGDConfig):
-    """eps: L2 budget of the whole (3, H, W) perturbation on the [0, 1] scale; other fields as PGDConfig."""
+    """eps: L2 budget of the whole (3, H, W) perturbation on the [0, 1] scale (not a fraction of 255);
+    alpha: step size (default 2.5 * eps / steps); other fields as PGDConfig."""
 
     eps: float = 1.0
+    alpha: float | None = None
     attack_name: ClassVar[str] = "pgd-l2"
     linf: ClassVar[bool] = False
 
@@ -290,7 +351,8 @@ class PGDL2(PGDLinf):
     [https://arxiv.org/abs/1706.06083].
 
     ``steps`` L2-normalised gradient steps of size ``alpha``, each projected onto the L2 ball of
-    radius ``eps`` (per example, over all 3·H·W pixels) and onto [0, 1] (via ``torchattacks.PGDL2``).
+    radius ``eps`` (per example, over all 3·H·W pixels) and onto [0, 1]: ``torchattacks.PGDL2``'s
+    computation (see :func:`pgd`), with a per-example random start.
 
     Distance Measure : L2
 
@@ -299,7 +361,7 @@ class PGDL2(PGDLinf):
         steps (int): number of steps. (Default: 10)
         alpha (float): step size. (Default: 2.5 * eps / steps)
         random_start (bool): start from a random point in the ball. (Default: True)
-        targeted (bool), target (str): see FGSM. seed (int): of the random start. (Default: 0)
+        targeted (bool), target (str): see FGSM.
 
     Shape:
         - batch.pixels: :math:`(B, 3, H, W)` in [0, 1]; batch.targets: :math:`(B)` candidate indices or -100.
@@ -312,15 +374,13 @@ class PGDL2(PGDLinf):
 
     name = "pgd-l2"
     Config = PGDL2Config
-    torchattacks_class = "PGDL2"
 
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    """eps: half-width of the uniform noise on the [0, 1] scale; seed: of the noise."""
+    """eps: half-width of the uniform noise on the [0, 1] scale."""
 
-    eps: float = 8 / 255
-    seed: int = 0
+    eps: float = field(default=8 / 255, metadata=PIXEL_SCALE)
 
     def __post_init__(self) -> None:
         _check_common("noise-linf", self.eps, True)
@@ -330,15 +390,15 @@ class NoiseConfig:
 class UniformNoise(PixelAttack):
     r"""Uniform random noise in the L∞ ball: a sanity baseline, not an attack (no gradients, no labels).
 
-    Each pixel gets an independent draw from U(-eps, eps), then the image is clipped to [0, 1].
-    Any gradient attack at the same eps should hurt accuracy more; if it does not, suspect
-    gradient masking (see AutoAttack's checks, [https://arxiv.org/abs/2003.01690]).
+    Each pixel gets an independent draw from U(-eps, eps) (per example from the run seed, the attack
+    key and the example id), then the image is clipped to [0, 1]. Any gradient attack at the same eps
+    should hurt accuracy more; if it does not, suspect gradient masking (see AutoAttack's checks,
+    [https://arxiv.org/abs/2003.01690]).
 
     Distance Measure : Linf
 
     Arguments (config):
         eps (float): noise half-width on the [0, 1] scale. (Default: 8/255)
-        seed (int): seed of the noise. (Default: 0)
 
     Shape:
         - batch.pixels: :math:`(B, 3, H, W)` in [0, 1].
@@ -353,9 +413,10 @@ class UniformNoise(PixelAttack):
     paper = "https://arxiv.org/abs/2003.01690"
     needs_labels = False
 
-    def perturb(self, view, clean, labels):
-        generator = torch.Generator(device=clean.device).manual_seed(self.config.seed)
-        noise = torch.rand(clean.shape, generator=generator, device=clean.device, dtype=torch.float32)
+    def perturb(self, view, clean, labels, seeds):
+        from robustmm.seeding import per_example_uniform
+
+        noise = per_example_uniform(seeds, tuple(clean.shape[1:]), clean.device)
         return (clean + (2 * noise - 1) * self.config.eps).clamp(0.0, 1.0)
 
     def queries(self) -> int:
@@ -364,10 +425,9 @@ class UniformNoise(PixelAttack):
 
 @dataclass(frozen=True)
 class BlankConfig:
-    """gray: the constant value every pixel is replaced by, in [0, 1]; seed: unused (no randomness)."""
+    """gray: the constant value every pixel is replaced by, in [0, 1]."""
 
     gray: float = 0.5
-    seed: int = 0
 
     def __post_init__(self) -> None:
         check_finite(self.gray, "blank-image gray (a pixel value)", 0.0, 1.0)
@@ -396,7 +456,7 @@ class BlankImage(PixelAttack):
     Config = BlankConfig
     needs_labels = False
 
-    def perturb(self, view, clean, labels):
+    def perturb(self, view, clean, labels, seeds):
         return torch.full_like(clean, self.config.gray)
 
     def queries(self) -> int:
