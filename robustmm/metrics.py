@@ -11,40 +11,37 @@ import re
 from typing import Callable, Sequence
 
 # ---------------------------------------------------------------------------
-# Official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py)
+# Official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py at commit
+# a013f0043c1e2cdc995922dfe257f7149aa9af06, 2021-03-11, "Fixed processing answers bug")
 # ---------------------------------------------------------------------------
 
-# The official contraction table, entry for entry (curly and straight quotes as there).
+# The official contraction table, entry for entry (straight apostrophes since the 2016-10-08 commit).
 _CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "couldn'tve": "couldn’t’ve", "couldnt’ve": "couldn’t’ve", "didnt": "didn’t", "doesnt": "doesn’t",
-    "dont": "don’t", "hadnt": "hadn’t", "hadnt’ve": "hadn’t’ve", "hadn'tve": "hadn’t’ve", "hasnt": "hasn’t",
-    "havent": "haven’t", "hed": "he’d", "hed’ve": "he’d’ve", "he’dve": "he’d’ve", "hes": "he’s",
-    "howd": "how’d", "howll": "how’ll", "hows": "how’s", "Id’ve": "I’d’ve", "I’dve": "I’d’ve", "Im": "I’m",
-    "Ive": "I’ve", "isnt": "isn’t", "itd": "it’d", "itd’ve": "it’d’ve", "it’dve": "it’d’ve", "itll": "it’ll",
-    "let’s": "let’s", "maam": "ma’am", "mightnt": "mightn’t", "mightnt’ve": "mightn’t’ve",
-    "mightn’tve": "mightn’t’ve", "mightve": "might’ve", "mustnt": "mustn’t", "mustve": "must’ve",
-    "neednt": "needn’t", "notve": "not’ve", "oclock": "o’clock", "oughtnt": "oughtn’t",
-    "ow’s’at": "’ow’s’at", "’ows’at": "’ow’s’at", "’ow’sat": "’ow’s’at", "shant": "shan’t",
-    "shed’ve": "she’d’ve", "she’dve": "she’d’ve", "she’s": "she’s", "shouldve": "should’ve",
-    "shouldnt": "shouldn’t", "shouldnt’ve": "shouldn’t’ve", "shouldn’tve": "shouldn’t’ve",
-    "somebody’d": "somebodyd", "somebodyd’ve": "somebody’d’ve", "somebody’dve": "somebody’d’ve",
-    "somebodyll": "somebody’ll", "somebodys": "somebody’s", "someoned": "someone’d",
-    "someoned’ve": "someone’d’ve", "someone’dve": "someone’d’ve", "someonell": "someone’ll",
-    "someones": "someone’s", "somethingd": "something’d", "somethingd’ve": "something’d’ve",
-    "something’dve": "something’d’ve", "somethingll": "something’ll", "thats": "that’s",
-    "thered": "there’d", "thered’ve": "there’d’ve", "there’dve": "there’d’ve", "therere": "there’re",
-    "theres": "there’s", "theyd": "they’d", "theyd’ve": "they’d’ve", "they’dve": "they’d’ve",
-    "theyll": "they’ll", "theyre": "they’re", "theyve": "they’ve", "twas": "’twas", "wasnt": "wasn’t",
-    "wed’ve": "we’d’ve", "we’dve": "we’d’ve", "weve": "we've", "werent": "weren’t", "whatll": "what’ll",
-    "whatre": "what’re", "whats": "what’s", "whatve": "what’ve", "whens": "when’s", "whered": "where’d",
-    "wheres": "where's", "whereve": "where’ve", "whod": "who’d", "whod’ve": "who’d’ve",
-    "who’dve": "who’d’ve", "wholl": "who’ll", "whos": "who’s", "whove": "who've", "whyll": "why’ll",
-    "whyre": "why’re", "whys": "why’s", "wont": "won’t", "wouldve": "would’ve", "wouldnt": "wouldn’t",
-    "wouldnt’ve": "wouldn’t’ve", "wouldn’tve": "wouldn’t’ve", "yall": "y’all", "yall’ll": "y’all’ll",
-    "y’allll": "y’all’ll", "yall’d’ve": "y’all’d’ve", "y’alld’ve": "y’all’d’ve", "y’all’dve": "y’all’d’ve",
-    "youd": "you’d", "youd’ve": "you’d’ve", "you’dve": "you’d’ve", "youll": "you’ll", "youre": "you’re",
-    "youve": "you’ve",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't", "dont": "don't",
+    "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't", "havent": "haven't",
+    "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd", "howll": "how'll",
+    "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've", "isnt": "isn't", "itd": "it'd",
+    "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
+    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't",
+    "mustve": "must've", "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've",
+    "she'dve": "she'd've", "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", "somebodyll": "somebody'll",
+    "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
+    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's", "thered": "there'd",
+    "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're", "theres": "there's", "theyd": "they'd",
+    "theyd've": "they'd've", "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've",
+    "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't",
+    "whatll": "what'll", "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
+    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll", "whyre": "why're",
+    "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've",
+    "youll": "you'll", "youre": "you're", "youve": "you've",
 }
 _NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
@@ -82,34 +79,45 @@ def _process_digit_article(text: str) -> str:
     return " ".join(_CONTRACTIONS.get(word, word) for word in words)
 
 
+def _strip(text: str) -> str:
+    """The official first step on every answer: newlines and tabs -> spaces, then outer whitespace stripped."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(text: str) -> str:
-    """The official normalisation applied to a *predicted* answer (always)."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _process_digit_article(_process_punctuation(text))
+    """The official full normalisation (strip, processPunctuation, processDigitArticle), which the 2021
+    evaluation applies to the prediction and the human answers *only when those answers are not
+    unanimous*; :func:`vqa_accuracy` decides when."""
+    return _process_digit_article(_process_punctuation(_strip(text)))
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """Official VQA accuracy of one predicted answer against the human answers, in [0, 1].
 
-    Equal to GT-Vision-Lab/VQA ``vqaEval.py`` (``VQAEval.evaluate``) on every input, quirks included:
+    Equal to ``VQAEval.evaluate`` of GT-Vision-Lab/VQA at commit a013f00 (2021-03-11, "Fixed
+    processing answers bug"; the evaluation every VQA v2 server result since uses), quirks included:
 
-    - The prediction is always normalised: newlines/tabs -> spaces, strip, punctuation
-      handling, lower-case, number words -> digits, articles dropped, contractions expanded.
-    - The human answers are *not* stripped, lower-cased or digit/article-normalised; only when
-      they are not all identical do they get the punctuation step (and nothing else). So with
-      ten identical answers "Two", the prediction "two" (normalised to "2") scores 0.
+    - Every human answer and the prediction: newlines/tabs -> spaces, outer whitespace stripped.
+    - Only when the stripped human answers are **not all the same string**: processPunctuation and
+      processDigitArticle (lower-case, number words -> digits, articles dropped, contractions
+      expanded) are applied to the prediction *and* to every human answer. With unanimous answers
+      nothing else is done: unanimous "two" against "2" scores 0, unanimous "2" against "two" too,
+      and unanimous "yes" against "Yes" scores 0.
     - The score is the mean over the leave-one-out subsets (one per human answer) of
-      ``min(1, #matches among the other answers / 3)``; with 10 answers, a prediction that
-      matches m of them scores 0.0, 0.3, 0.6, 0.9 for m = 0..3 and 1.0 for m >= 4.
-    - The punctuation step keeps the official ``re.UNICODE``-as-count bug (at most 32 periods
-      removed) and the broken period look-behind.
+      ``min(1, #matches among the other answers / 3)``; with 10 answers a prediction matching m of
+      them scores 0.0, 0.3, 0.6, 0.9 for m = 0..3 and 1.0 for m >= 4.
+    - processPunctuation keeps the official ``re.UNICODE``-as-count bug (at most 32 periods removed),
+      the broken period look-behind, and judges "touches a space" on the un-stripped-of-punctuation text.
+
+    Test vectors (``tests/data/vqa_official_vectors.json``) were produced by running that official code.
     """
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
-    predicted = normalize_answer(prediction)
-    humans = list(answers)
+    humans = [_strip(answer) for answer in answers]
+    predicted = _strip(prediction)
     if len(set(humans)) > 1:
-        humans = [_process_punctuation(answer) for answer in humans]
+        humans = [_process_digit_article(_process_punctuation(answer)) for answer in humans]
+        predicted = _process_digit_article(_process_punctuation(predicted))
     total = 0.0
     for left_out in range(len(humans)):
         matches = sum(1 for j, answer in enumerate(humans) if j != left_out and answer == predicted)
@@ -127,14 +135,14 @@ def answer_score(prediction: str, answers: Sequence[str], task: str) -> float:
 
     - VQA with several human answers (VQA v2 has 10): the official ``vqa_accuracy``.
     - VQA with a single gold answer (easy-VQA): the official leave-one-out rule would score
-      every prediction 0, so the score is exact match after the official normalisation of
-      both strings.
+      every prediction 0, so the score is exact match after the official strip (one answer is
+      unanimous, so, as in the official rule, nothing else is normalised).
     - Visual entailment: exact match of the label.
     """
     if str(getattr(task, "value", task)) == "vqa":
         if len(answers) >= 2:
             return vqa_accuracy(prediction, answers)
-        return float(normalize_answer(prediction) == normalize_answer(answers[0]))
+        return float(_strip(prediction) == _strip(answers[0]))
     return exact_match(prediction, answers[0])
 
 

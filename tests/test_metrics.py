@@ -1,19 +1,22 @@
-"""Metric functions, checked against hand-computed values.
+"""Metric functions, checked against the official VQA evaluation and hand-computed values.
 
-VQA accuracy follows GT-Vision-Lab/VQA ``vqaEval.py`` (see ``robustmm.metrics.vqa_accuracy``):
-the prediction is always normalised (punctuation step, then lower-case / number words /
-articles / contractions); the human answers only get the punctuation step, and only when
-they are not all identical; the score is the mean over the 10 leave-one-out subsets of
-min(1, matches/3). With 10 answers, m matching answers give
+VQA accuracy follows GT-Vision-Lab/VQA ``vqaEval.py`` as of the 2021-03-11 fix (see
+``robustmm.metrics.vqa_accuracy``): every answer is stripped; only when the ten human answers are
+not all the same string are the prediction *and* the human answers normalised (punctuation, then
+lower-case / number words / articles / contractions); the score is the mean over the 10
+leave-one-out subsets of min(1, matches/3). With 10 answers, m matching answers give
     m = 1: 9 subsets see 1 match, 1 sees 0          -> 9 * (1/3) / 10            = 0.3
     m = 2: 8 subsets see 2, 2 see 1                 -> (8 * 2/3 + 2 * 1/3) / 10  = 0.6
     m = 3: 7 subsets see 3, 3 see 2                 -> (7 * 1 + 3 * 2/3) / 10    = 0.9
     m >= 4: every subset sees >= 3                  -> 1.0
+The vectors in ``tests/data/vqa_official_vectors.json`` come from running the official code.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +36,8 @@ from robustmm.metrics import (
 )
 from robustmm.types import Task
 
+OFFICIAL = json.loads((Path(__file__).parent / "data" / "vqa_official_vectors.json").read_text(encoding="utf-8"))
+
 
 def tenfold(answer: str, m: int, filler: str = "other") -> list[str]:
     """``m`` copies of ``answer`` and ``10 - m`` of ``filler`` (so the ten are not all identical)."""
@@ -40,7 +45,21 @@ def tenfold(answer: str, m: int, filler: str = "other") -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# VQA accuracy: the leave-one-out average
+# VQA accuracy: equal to the official 2021 code on its own outputs
+# ---------------------------------------------------------------------------
+
+
+def test_the_vectors_come_from_the_2021_official_revision():
+    assert "a013f0043c1e2cdc995922dfe257f7149aa9af06" in OFFICIAL["source"] and len(OFFICIAL["vectors"]) >= 70
+
+
+@pytest.mark.parametrize("case", OFFICIAL["vectors"], ids=lambda c: repr(c["prediction"])[:24] + "|" + repr(c["answers"][0])[:12])
+def test_vqa_accuracy_equals_the_official_evaluation(case):
+    assert vqa_accuracy(case["prediction"], case["answers"]) == pytest.approx(case["score"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# VQA accuracy: the leave-one-out average and the 2021 rule, explained
 # ---------------------------------------------------------------------------
 
 
@@ -48,12 +67,6 @@ def tenfold(answer: str, m: int, filler: str = "other") -> list[str]:
 def test_vqa_accuracy_m_matches_of_ten(m, expected):
     # see the module docstring for the leave-one-out arithmetic
     assert vqa_accuracy("yes", tenfold("yes", m, "no")) == pytest.approx(expected)
-
-
-def test_vqa_accuracy_ten_identical_answers():
-    # all identical: no processing of humans; "yes" matches 9 of the others in every subset -> 1.0
-    assert vqa_accuracy("yes", ["yes"] * 10) == 1.0
-    assert vqa_accuracy("no", ["yes"] * 10) == 0.0
 
 
 def test_vqa_accuracy_fewer_answers():
@@ -69,124 +82,34 @@ def test_vqa_accuracy_needs_answers():
         vqa_accuracy("yes", [])
 
 
-# ---------------------------------------------------------------------------
-# VQA accuracy: the official quirks
-# ---------------------------------------------------------------------------
+def test_unanimous_answers_are_compared_verbatim_after_stripping():
+    # ten identical answers: no normalisation on either side, only the strip
+    assert vqa_accuracy("two", ["two"] * 10) == 1.0
+    assert vqa_accuracy("2", ["two"] * 10) == 0.0 and vqa_accuracy("two", ["2"] * 10) == 0.0
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0 and vqa_accuracy("yes.", ["yes"] * 10) == 0.0
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0 and vqa_accuracy("yes", [" yes "] * 10) == 1.0
 
 
-def test_quirk_identical_human_answers_are_not_normalised():
-    # ten identical "Two": humans untouched ("Two"); the prediction "two" -> number word -> "2".
-    # "2" != "Two" -> 0 matches everywhere -> 0, even for a prediction that copies the humans.
-    assert vqa_accuracy("two", ["Two"] * 10) == 0.0
-    assert vqa_accuracy("Two", ["Two"] * 10) == 0.0
-    # nine "Two" + one "2" are not all identical, but humans only get the punctuation step:
-    # still "Two" x9 and "2" x1; prediction "two" -> "2" matches 1 -> 0.3
-    assert vqa_accuracy("two", ["Two"] * 9 + ["2"]) == pytest.approx(0.3)
+def test_split_answers_normalise_prediction_and_humans_alike():
+    # nine "two" + one "2": both sides normalised, "two" -> "2" everywhere -> 10 matches -> 1.0
+    assert vqa_accuracy("2", ["two"] * 9 + ["2"]) == 1.0
+    # humans are lower-cased and stripped of articles too (the pre-2021 code did neither)
+    assert vqa_accuracy("YES", ["Yes"] * 9 + ["yes"]) == 1.0
+    assert vqa_accuracy("dog", ["the dog"] * 5 + ["cat"] * 5) == 1.0
+    # contractions expand on both sides: "dont" and "don't" meet
+    assert vqa_accuracy("dont", ["don't"] * 5 + ["no"] * 5) == 1.0
 
 
-def test_quirk_humans_are_not_lowercased_or_stripped_of_articles():
-    # humans "Yes" x6 and "yes" x4 (not identical, no punctuation to process); prediction "YES"
-    # -> lower-cased "yes" matches the 4 lower-case ones -> 1.0; a prediction never matches "Yes"
-    assert vqa_accuracy("YES", ["Yes"] * 6 + ["yes"] * 4) == 1.0
-    assert vqa_accuracy("YES", ["Yes"] * 9 + ["yes"]) == pytest.approx(0.3)
-    # humans "the dog" x9 + "dog": prediction "the dog" -> articles dropped -> "dog" -> 1 match -> 0.3
-    assert vqa_accuracy("the dog", ["the dog"] * 9 + ["dog"]) == pytest.approx(0.3)
-
-
-def test_number_words_become_digits():
-    # prediction "three" -> "3"; humans "3" x10 -> 1.0; "none"/"zero" -> "0"; "ten" -> "10"
-    assert vqa_accuracy("three", ["3"] * 10) == 1.0
-    assert vqa_accuracy("None", ["0"] * 10) == 1.0
-    assert vqa_accuracy("zero", tenfold("0", 2)) == pytest.approx(0.6)
-    assert vqa_accuracy("ten", ["10"] * 10) == 1.0
-    # only whole words: "twenty" and "one two" -> "twenty", "1 2"
-    assert normalize_answer("twenty") == "twenty"
-    assert normalize_answer("one two") == "1 2"
-
-
-def test_articles_are_dropped_from_the_prediction():
-    # "a dog" / "The Dog" / "an apple" -> "dog" / "dog" / "apple"
-    assert vqa_accuracy("a dog", ["dog"] * 10) == 1.0
-    assert vqa_accuracy("The Dog", ["dog"] * 10) == 1.0
-    assert vqa_accuracy("an apple", tenfold("apple", 3)) == pytest.approx(0.9)
-    # "a" inside a word stays: "banana" is not touched
-    assert normalize_answer("a banana") == "banana"
-
-
-def test_contractions_are_expanded_in_the_prediction():
-    # prediction "cant" -> table entry "can't"; humans "can't" x4 + "no" x6 are not identical, so
-    # they get the punctuation step, which does not touch the apostrophe -> 4 matches -> 1.0
-    assert vqa_accuracy("cant", tenfold("can't", 4, "no")) == 1.0
-    # lower-cased first, then looked up in the table
-    assert normalize_answer("Cant") == "can't"
-    assert normalize_answer("arent") == "aren't"
-    # an apostrophe is not official punctuation: "can't" stays "can't"
-    assert normalize_answer("can't") == "can't"
-
-
-def test_punctuation_not_touching_a_space_becomes_a_space():
-    # "hot-dog": "-" touches no space -> replaced by " " -> "hot dog"
-    assert normalize_answer("hot-dog") == "hot dog"
-    assert vqa_accuracy("hot-dog", ["hot dog"] * 10) == 1.0
-    # "dog?" -> "dog " -> split/join -> "dog"; "yes!" -> "yes"
-    assert vqa_accuracy("dog?", ["dog"] * 10) == 1.0
-    assert vqa_accuracy("yes!", ["yes"] * 10) == 1.0
-    # "red,white and blue": no ", " and no digit,digit -> comma replaced by space
-    assert vqa_accuracy("red,white and blue", ["red white and blue"] * 10) == 1.0
-    # humans (not identical) get the same step: "t-shirt" x4 -> "t shirt"; prediction "t shirt" -> 1.0
-    assert vqa_accuracy("t shirt", tenfold("t-shirt", 4)) == 1.0
-
-
-def test_punctuation_touching_a_space_is_deleted_everywhere():
-    # "red,white, blue": ", " occurs, so *every* comma is deleted -> "redwhite blue"
-    assert normalize_answer("red,white, blue") == "redwhite blue"
-    # humans "redwhite blue" x3 + "other" x7 -> 3 matches -> 0.9
-    assert vqa_accuracy("red,white, blue", tenfold("redwhite blue", 3)) == pytest.approx(0.9)
-    # humans (not identical) "x (y": "(" touches a space -> deleted -> "x y"; the prediction
-    # "x (y" becomes "x y" too -> 4 matches -> 1.0
-    assert vqa_accuracy("x (y", tenfold("x (y", 4)) == 1.0
-    # humans get no split/join afterwards: "x (y)" -> "(" deleted, ")" (touching no space)
-    # becomes " " -> "x y " with a trailing space, while the prediction "x (y)" ends as "x y"
-    # -> no match -> 0
-    assert vqa_accuracy("x (y)", tenfold("x (y)", 4)) == 0.0
-
-
-def test_digit_comma_digit_deletes_all_punctuation():
-    # "1,000": a digit,digit comma -> every mark is deleted -> "1000"
-    assert normalize_answer("1,000") == "1000"
-    assert vqa_accuracy("1,000", ["1000"] * 10) == 1.0
-    assert vqa_accuracy("1,000", ["1 000"] * 10) == 0.0
-    # the rule applies to all marks of the text: "-" is deleted (not spaced) -> "tshirt 12"
-    assert normalize_answer("t-shirt 1,2") == "tshirt 12"
-    # without a digit,digit comma the "-" becomes a space and the comma too
-    assert normalize_answer("t-shirt 1,x") == "t shirt 1 x"
-
-
-def test_colons_are_not_official_punctuation():
-    # ":" is not in the official list: "10:30" is kept as is
-    assert normalize_answer("10:30") == "10:30"
-    assert vqa_accuracy("10:30", tenfold("10:30", 4)) == 1.0
-
-
-def test_periods():
-    # a period not followed by a digit is removed; before a digit it stays
-    assert normalize_answer("yes.") == "yes"
-    assert normalize_answer("3.5") == "3.5"
-    assert normalize_answer("3.") == "3"
-    assert vqa_accuracy("3.5", ["3.5"] * 10) == 1.0
-    # humans (not identical) lose their periods too: "dr. who" x5 -> "dr who"; prediction -> "dr who"
-    assert vqa_accuracy("Dr. Who", ["dr. who"] * 5 + ["doctor who"] * 5) == 1.0
-    # ... but ten identical "dr. who" are left alone, and "dr who" != "dr. who" -> 0
-    assert vqa_accuracy("Dr. Who", ["dr. who"] * 10) == 0.0
-    # the official re.UNICODE-as-count bug: at most 32 periods are removed -> 8 of 40 stay
-    assert normalize_answer("." * 40 + "yes") == "." * 8 + "yes"
-
-
-def test_whitespace_in_the_prediction():
-    # newlines/tabs -> spaces, strip, and split/join collapse the rest
-    assert vqa_accuracy("  yes\n", ["yes"] * 10) == 1.0
-    assert vqa_accuracy("hot\tdog", ["hot dog"] * 10) == 1.0
+def test_normalisation_steps():
     assert normalize_answer(" a  big\tred \n dog ") == "big red dog"
+    assert normalize_answer("one two") == "1 2" and normalize_answer("twenty") == "twenty"
+    assert normalize_answer("Cant") == "can't" and normalize_answer("can't") == "can't"
+    assert normalize_answer("hot-dog") == "hot dog"  # a mark touching no space becomes a space
+    assert normalize_answer("red,white, blue") == "redwhite blue"  # ", " occurs: every comma is deleted
+    assert normalize_answer("1,000") == "1000" and normalize_answer("t-shirt 1,2") == "tshirt 12"  # digit,digit
+    assert normalize_answer("10:30") == "10:30"  # ":" is not official punctuation
+    assert normalize_answer("yes.") == "yes" and normalize_answer("3.5") == "3.5" and normalize_answer("3.") == "3"
+    assert normalize_answer("." * 40 + "yes") == "." * 8 + "yes"  # re.UNICODE passed as count: 32 periods at most
 
 
 # ---------------------------------------------------------------------------
@@ -201,8 +124,9 @@ def test_exact_match():
 
 
 def test_answer_score_dispatches_on_task():
-    assert answer_score("two", ["2"] * 10, Task.VQA) == 1.0
-    assert answer_score("two", ["2"] * 10, "vqa") == 1.0
+    assert answer_score("2", ["2"] * 10, Task.VQA) == 1.0
+    assert answer_score("two", ["2"] * 9 + ["two"], "vqa") == 1.0
+    assert answer_score("two", ["2"] * 10, "vqa") == 0.0  # unanimous answers are compared verbatim
     assert answer_score("Neutral", ["neutral"], Task.VE) == 1.0
     assert answer_score("neutral", ["entailment"], "ve") == 0.0
 
@@ -344,8 +268,9 @@ def test_mcnemar_length_mismatch():
         mcnemar([True, False], [True])
 
 
-def test_answer_score_single_gold_answer_is_normalised_exact_match():
-    # easy-VQA has one gold answer; the leave-one-out rule would always give 0.
-    assert answer_score("Circle", ["circle"], "vqa") == 1.0
-    assert answer_score("a circle.", ["circle"], "vqa") == 1.0  # article and period dropped
+def test_answer_score_single_gold_answer_is_exact_match_after_the_official_strip():
+    # easy-VQA has one gold answer; the leave-one-out rule would always give 0. One answer is
+    # unanimous, so as in the official 2021 rule only the strip applies.
+    assert answer_score(" circle\n", ["circle"], "vqa") == 1.0
+    assert answer_score("Circle", ["circle"], "vqa") == 0.0
     assert answer_score("triangle", ["circle"], "vqa") == 0.0
