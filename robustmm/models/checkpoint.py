@@ -216,6 +216,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", base: str
                          count(backbone.parameters()) + trainable, {"path": str(folder), "dataset": dataset, "prompt": prompt_config.to_dict()})
         model = UnifiedVLM(backbone, tokenizer, task, candidates, prompts, info)
     model.tokenizer_id = file_sha256(folder / "vocab.txt")
+    model.batch_invariant = True  # records must not depend on batch size or composition (see UnifiedVLM)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(device).eval()

@@ -290,10 +290,31 @@ class CandidateTrie:
         return CandidateTrie(*(t.to(device) for t in (self.vocab, self.inputs, self.targets, self.allowed, self.valid)))
 
 
+def _even_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (B, ...) with its last row repeated once when B is odd (B + 1 rows), else unchanged.
+
+    Matrix products and convolutions over an odd number of rows (one row above all) take other CPU
+    kernels, whose rounding differs; callers compute on the even batch and keep the first B rows.
+    """
+    return torch.cat([tensor, tensor[-1:]]) if tensor.shape[0] % 2 else tensor
+
+
 class UnifiedVLM(VLModel):
-    """The built-in model for one task: backbone (+ optional prompts), tokenizer, candidates."""
+    """The built-in model for one task: backbone (+ optional prompts), tokenizer, candidates.
+
+    ``batch_invariant`` (set by :func:`robustmm.models.checkpoint.load_model`, i.e. for every loaded
+    pair member; off while training) makes every example's scores and input gradients bit-identical
+    whatever other examples share its batch, so attack records do not depend on ``--batch-size``,
+    order or shard: texts are padded to the fixed ``max_text_len`` (not the batch's longest), attention
+    runs the plain softmax(QK^T/sqrt(d))V kernel (PyTorch's fused CPU kernel splits its reductions by
+    batch shape), and an odd batch is computed with its last row repeated (see :func:`_even_rows`).
+    Measured on this project's CPU at 1 and 2 threads: identical scores and input gradients for
+    blocks of 1 to 64 rows in any order (tests/test_evaluate.py checks whole records). On a GPU,
+    kernels may still round differently by batch shape.
+    """
 
     family = "unified"
+    batch_invariant = False
 
     def __init__(self, backbone: UnifiedBackbone, tokenizer, task: Task, candidates: Sequence[str],
                  prompts: PromptModule | None = None, info: ModelInfo | None = None) -> None:
@@ -318,15 +339,17 @@ class UnifiedVLM(VLModel):
     def encode_texts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and mask (B, T) of the templated texts ([CLS] ... [SEP], truncated to max_text_len)."""
         batch = self.tokenizer(
-            [self.template(t) for t in texts], padding=True, truncation=True,
-            max_length=self.backbone.config.max_text_len, return_tensors="pt",
+            [self.template(t) for t in texts], padding="max_length" if self.batch_invariant else True,
+            truncation=True, max_length=self.backbone.config.max_text_len, return_tensors="pt",
         )
         device = self.device
         return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].bool().to(device)}
 
     def embed(self, pixels: torch.Tensor, text_inputs: dict[str, torch.Tensor]) -> Embeddings:
+        b = pixels.shape[0]
+        image = self.backbone.embed_image(_even_rows(pixels) if self.batch_invariant else pixels)[:b]
         return Embeddings(
-            image=self.backbone.embed_image(pixels),
+            image=image,
             text=self.backbone.embed_tokens(text_inputs["input_ids"]),
             context={"attention_mask": text_inputs["attention_mask"]},
         )
@@ -350,6 +373,17 @@ class UnifiedVLM(VLModel):
 
     def scores_from_embeddings(self, embeddings: Embeddings) -> torch.Tensor:
         """Constrained log-likelihood of every candidate, (B, C)."""
+        if not self.batch_invariant:
+            return self._all_candidates(embeddings)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        b = embeddings.image.shape[0]
+        even = Embeddings(_even_rows(embeddings.image), _even_rows(embeddings.text),
+                          {k: _even_rows(v) for k, v in embeddings.context.items()})
+        with sdpa_kernel(SDPBackend.MATH):
+            return self._all_candidates(even)[:b]
+
+    def _all_candidates(self, embeddings: Embeddings) -> torch.Tensor:
         memory, keys, prompts = self._encode(embeddings)
         b, c = memory.shape[0], len(self.candidates)
         rows = torch.arange(c, device=memory.device).repeat(b)  # (B*C,): every candidate of every example
