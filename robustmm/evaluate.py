@@ -1,18 +1,23 @@
-"""The runner: attack both models of a pair on the same examples, one record per
-(model, attack, eps, example), streamed to a RecordStore and resumable.
+"""The runner: attack both members of a pair on the same examples, one record per
+(member, attack key, example), streamed to a RecordStore and resumable.
 
-Batches are a fixed partition of the dataset in order, and every batch's random state is
-seeded from (seed, member, attack, batch index), so a resumed run produces exactly the
-records of an uninterrupted one (timings aside). A batch counts as done only when all of
-its records are stored; records of a partially stored batch are dropped and redone.
+A record is a pure function of (settings, member, attack key, example): attacks draw their
+randomness per example from (run seed, attack key, example id) (:mod:`robustmm.seeding`) and
+the built-in model scores every example the same whatever its batch, so a record does not
+depend on ``batch_size``, on the order examples are processed in, on a resume point or on the
+process that made it. Missing records are simply computed; nothing is re-batched or dropped.
+
+Work per (dataset, member): images are decoded once; the clean prediction of every example
+is computed once and reused by every attack setting; an example the member answers wrongly
+clean is recorded as SKIPPED without running the attack (its outcome is determined); only the
+others are attacked, in batches of ``batch_size``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-import zlib
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -20,28 +25,29 @@ import torch
 from robustmm.attacks.base import Attack, AttackBatch
 from robustmm.data.dataset import Dataset
 from robustmm.data.images import to_tensor
-from robustmm.metrics import answer_score
+from robustmm.metrics import answer_score, is_correct
 from robustmm.models.pair import ModelPair
 from robustmm.records import RecordStore
-from robustmm.types import AttackRecord, Status
+from robustmm.types import AttackRecord, Example, Status
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str, int], None]  # (member, attack_key, examples just finished)
 
 
-def expand_eps(attacks: Sequence[Attack], eps_values: Sequence[float] | None) -> list[Attack]:
-    """One copy of each pixel-space (image / joint) attack per ε in ``eps_values``.
+def expand_eps(attacks: Sequence[Attack], eps_linf: Sequence[float] | None = None,
+               eps_l2: Sequence[float] | None = None) -> list[Attack]:
+    """One copy of each pixel-space attack per ε of its threat model.
 
-    Embedding and text attacks keep their own settings (their ε, if any, is on another scale).
+    ``eps_linf`` (on the [0, 1] pixel scale, e.g. 8/255) applies to L∞ attacks only, ``eps_l2`` (the
+    L2 norm of the whole perturbation) to L2 attacks only; attacks of other kinds (embedding, text,
+    blank image) keep their own settings. An empty list leaves the attacks of that norm as they are.
     """
-    if not eps_values:
-        return list(attacks)
     out: list[Attack] = []
     for attack in attacks:
-        has_eps = any(f.name == "eps" for f in dataclasses.fields(attack.config))
-        if attack.modality in ("image", "joint") and has_eps:
-            out += [type(attack)(config=dataclasses.replace(attack.config, eps=float(e))) for e in eps_values]
+        values = {"linf": eps_linf, "l2": eps_l2}.get(getattr(attack, "threat", ""))
+        if values:
+            out += [type(attack)(config=dataclasses.replace(attack.config, eps=float(e))) for e in values]
         else:
             out.append(attack)
     return out
@@ -52,14 +58,71 @@ def attack_eps(attack: Attack) -> float | None:
     return float(eps) if eps is not None else None
 
 
-def _batch_seed(seed: int, *parts: object) -> int:
-    return zlib.crc32("/".join(str(p) for p in (seed, *parts)).encode()) & 0x7FFFFFFF
+def gold_targets(examples: Sequence[Example], candidates: Sequence[str], task: str) -> torch.Tensor:
+    """(B,) index of each example's gold candidate: the candidate with the best answer score against the
+    example's answers (first in candidate order on ties), or -100 where no candidate scores above 0."""
+    out = []
+    for example in examples:
+        scores = [answer_score(c, example.answers, task) for c in candidates]
+        best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
+        out.append(best if scores[best] > 0 else -100)
+    return torch.tensor(out, dtype=torch.long)
 
 
-def _seed_everything(value: int) -> None:
-    torch.manual_seed(value)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(value)
+class ImageBank:
+    """A dataset's images decoded once, as uint8 (N, 3, S, S) per image size; ``pixels(rows)`` -> floats in [0, 1].
+
+    Held in memory up to ``max_bytes`` per size (images beyond are decoded again on each use).
+    """
+
+    def __init__(self, examples: Sequence[Example], max_bytes: int = 2 << 30) -> None:
+        self.examples = list(examples)
+        self.index = {e.id: i for i, e in enumerate(self.examples)}
+        self.max_bytes = max_bytes
+        self._decoded: dict[int, torch.Tensor | None] = {}
+
+    def pixels(self, examples: Sequence[Example], size: int) -> torch.Tensor:
+        """(B, 3, size, size) float pixels in [0, 1] of ``examples`` (which must be in this bank)."""
+        if size not in self._decoded:
+            fits = len(self.examples) * 3 * size * size <= self.max_bytes
+            self._decoded[size] = self._decode(self.examples, size) if fits else None
+        table = self._decoded[size]
+        if table is None:
+            return to_tensor([e.image for e in examples], size)
+        rows = torch.tensor([self.index[e.id] for e in examples], dtype=torch.long)
+        return table[rows].float() / 255.0
+
+    @staticmethod
+    def _decode(examples: Sequence[Example], size: int) -> torch.Tensor:
+        chunks = [(to_tensor([e.image for e in examples[i:i + 256]], size) * 255).round().to(torch.uint8)
+                  for i in range(0, len(examples), 256)]
+        return torch.cat(chunks) if chunks else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+
+
+@dataclass(frozen=True)
+class CleanAnswer:
+    """A member's clean answer to one example: candidate index, text, score in [0, 1], correct or not."""
+
+    index: int
+    prediction: str
+    score: float
+    correct: bool
+
+
+@torch.no_grad()
+def clean_answers(model, examples: Sequence[Example], images: ImageBank, task: str, batch_size: int
+                  ) -> dict[str, CleanAnswer]:
+    """Each example's clean answer by ``model`` (one forward pass per example), keyed by example id."""
+    out = {}
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        pixels = images.pixels(chunk, model.image_size).to(model.device)
+        best = model.candidate_scores(pixels, [e.text for e in chunk]).argmax(dim=1).tolist()
+        for example, index in zip(chunk, best):
+            prediction = model.candidates[index]
+            score = answer_score(prediction, example.answers, task)
+            out[example.id] = CleanAnswer(index, prediction, score, is_correct(score))
+    return out
 
 
 def evaluate(
@@ -83,7 +146,7 @@ def evaluate(
     existing = store.load() if store is not None else []
     records = run_attacks(pair, dataset, attacks, batch_size=batch_size, seed=seed, run=run, store=store,
                           existing=existing, progress=progress)
-    return summarize(records)
+    return summarize(records, seed=seed)
 
 
 def run_attacks(
@@ -95,109 +158,104 @@ def run_attacks(
     seed: int,
     run: str,
     store: RecordStore | None,
-    existing: list[AttackRecord],
+    existing: Sequence[AttackRecord],
     progress: Progress | None = None,
     gallery=None,
+    images: ImageBank | None = None,
 ) -> list[AttackRecord]:
-    """The records of this dataset (existing ones first), running whatever is missing."""
+    """The records of ``dataset`` (stored ones first), computing whichever are missing.
+
+    ``gallery`` (optional, a :class:`robustmm.gallery.Gallery`) receives succeeded examples' images;
+    ``images`` reuses an :class:`ImageBank` of the dataset's examples.
+    """
     scope = f"{dataset.task.value}/{dataset.name}"
-    done = {r.key: r for r in existing}
-    plan = []  # (member, model, attack, batch index, examples)
-    partial: set[tuple] = set()
-    for member, model in pair.members().items():
-        for attack in attacks:
-            key = attack.key()
-            for index, start in enumerate(range(0, len(dataset), batch_size)):
-                chunk = dataset.examples[start : start + batch_size]
-                stored = [(scope, member, key, e.id) in done for e in chunk]
-                if all(stored):
-                    continue
-                if any(stored):
-                    partial |= {(scope, member, key, e.id) for e in chunk}
-                plan.append((member, model, attack, index, chunk))
-    if partial and store is not None:
-        log.info("dropping %d records of partially stored batches", len(partial))
-        existing = [r for r in existing if r.key not in partial]
-        store.rewrite(existing)
-    ours = [r for r in existing if f"{r.task}/{r.dataset}" == scope]
+    wanted = {e.id for e in dataset.examples}
+    ours = [r for r in existing if f"{r.task}/{r.dataset}" == scope and r.example_id in wanted]
+    done = {r.key for r in ours}
     if progress is not None:  # report what is already stored, then each finished batch
         for r in ours:
             progress(r.member, r.attack_key, 1)
-    for member, model, attack, index, chunk in plan:
-        _seed_everything(_batch_seed(seed, scope, member, attack.key(), index))
-        new = attack_batch(model, member, attack, chunk, dataset, run, gallery, seed)
-        if store is not None:
-            store.append(new)
-        ours += new
-        if progress is not None:
-            progress(member, attack.key(), len(chunk))
+    images = images or ImageBank(dataset.examples)
+    task = dataset.task.value
+    for member, model in pair.members().items():
+        missing = {attack.key(): [e for e in dataset.examples if (scope, member, attack.key(), e.id) not in done]
+                   for attack in attacks}
+        needed = {e.id: e for todo in missing.values() for e in todo}
+        if not needed:
+            continue
+        clean = clean_answers(model, [e for e in dataset.examples if e.id in needed], images, task, batch_size)
+        for attack in attacks:
+            todo = missing[attack.key()]
+            skipped = [e for e in todo if not clean[e.id].correct]
+            if skipped:
+                new = [_record(run, dataset, member, model, attack, e, clean[e.id], None) for e in skipped]
+                _store(store, new, ours, progress, member, attack)
+            attackable = [e for e in todo if clean[e.id].correct]
+            for start in range(0, len(attackable), batch_size):
+                chunk = attackable[start:start + batch_size]
+                new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed, gallery)
+                _store(store, new, ours, progress, member, attack)
     return ours
 
 
-def gold_targets(examples, candidates: Sequence[str], task: str) -> torch.Tensor:
-    """(B,) index of each example's gold candidate: the candidate with the best answer score against the
-    example's answers (first in candidate order on ties), or -100 where no candidate scores above 0."""
-    out = []
-    for example in examples:
-        scores = [answer_score(c, example.answers, task) for c in candidates]
-        best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
-        out.append(best if scores[best] > 0 else -100)
-    return torch.tensor(out, dtype=torch.long)
+def _store(store: RecordStore | None, new: list[AttackRecord], ours: list[AttackRecord], progress, member: str,
+           attack: Attack) -> None:
+    if store is not None:
+        store.append(new)
+    ours += new
+    if progress is not None:
+        progress(member, attack.key(), len(new))
 
 
-def attack_batch(model, member: str, attack: Attack, examples, dataset: Dataset, run: str, gallery=None,
-                 seed: int = 0) -> list[AttackRecord]:
-    """Clean prediction, attack on the examples the model gets right, one record each.
-
-    ``gallery`` (optional, a :class:`robustmm.gallery.Gallery`) receives succeeded examples' images.
-    """
+def attack_batch(model, member: str, attack: Attack, examples: Sequence[Example], dataset: Dataset, run: str,
+                 clean: dict[str, CleanAnswer], images: ImageBank, seed: int, gallery=None) -> list[AttackRecord]:
+    """Attack ``examples`` (all answered correctly clean by ``model``) and return one record each."""
     device = model.device
-    pixels = to_tensor([e.image for e in examples], model.image_size).to(device)
+    pixels = images.pixels(examples, model.image_size).to(device)
     texts = [e.text for e in examples]
-    with torch.no_grad():
-        clean_index = model.candidate_scores(pixels, texts).argmax(dim=1)
-    clean_pred = [model.candidates[i] for i in clean_index.tolist()]
-    clean_scores = [answer_score(p, e.answers, dataset.task.value) for p, e in zip(clean_pred, examples)]
-    todo = [i for i, s in enumerate(clean_scores) if s > 0]
-    adv_pred, adv_text, info = list(clean_pred), list(texts), [dict() for _ in examples]
-    adv_pixels = pixels
-    if todo:
-        start = time.perf_counter()
-        gold = gold_targets([examples[i] for i in todo], model.candidates, dataset.task.value).to(device)
-        batch = AttackBatch([examples[i] for i in todo], pixels[todo], [texts[i] for i in todo], gold, seed=seed)
-        result = attack.run(model, batch)
-        elapsed = (time.perf_counter() - start) / len(todo)
-        adv_index = result.scores.argmax(dim=1).tolist()
-        adv_pixels = pixels.clone()
-        adv_pixels[todo] = result.pixels.detach().to(pixels.dtype)
-        for j, i in enumerate(todo):
-            adv_pred[i], adv_text[i] = model.candidates[adv_index[j]], result.texts[j]
-            info[i] = dict(result.info[j]) if j < len(result.info) else {}
-            info[i].setdefault("seconds", elapsed)
+    targets = gold_targets(examples, model.candidates, dataset.task.value).to(device)
+    result = attack.run(model, AttackBatch(list(examples), pixels, texts, targets, seed=seed))
+    adversarial = result.scores.argmax(dim=1).tolist()
     records = []
     for i, example in enumerate(examples):
-        adv_score = answer_score(adv_pred[i], example.answers, dataset.task.value) if i in todo else clean_scores[i]
-        if clean_scores[i] <= 0:
-            status = Status.SKIPPED
-        elif adv_pred[i] != clean_pred[i] and adv_score < clean_scores[i]:
-            status = Status.SUCCEEDED
-        else:
-            status = Status.FAILED
-        facts = info[i]
-        records.append(AttackRecord(
-            run=run, task=dataset.task.value, dataset=dataset.name, member=member, model=model.info.name,
-            attack=attack.name, attack_key=attack.key(), modality=attack.modality, eps=attack_eps(attack),
-            example_id=example.id, answers=tuple(example.answers), text=texts[i], adv_text=adv_text[i],
-            clean_prediction=clean_pred[i], adv_prediction=adv_pred[i], clean_score=clean_scores[i], adv_score=adv_score,
-            status=status, linf=_opt_float(facts.get("linf")), l2=_opt_float(facts.get("l2")),
-            words_changed=_opt_int(facts.get("words_changed")), words_total=_opt_int(facts.get("words_total")),
-            similarity=_opt_float(facts.get("similarity")), unknown_substitutions=_opt_int(facts.get("unknown_substitutions")),
-            image_rms=_opt_float(facts.get("image_rms")), text_rms=_opt_float(facts.get("text_rms")),
-            queries=int(facts.get("queries", 0)), seconds=float(facts.get("seconds", 0.0)),
-        ))
+        outcome = _Adversarial(model.candidates[adversarial[i]], result.texts[i], dict(result.info[i]))
+        records.append(_record(run, dataset, member, model, attack, example, clean[example.id], outcome))
         if gallery is not None:
-            gallery.add(records[-1], pixels[i], adv_pixels[i])
+            gallery.add(records[-1], pixels[i], result.pixels[i].to(pixels.device))
     return records
+
+
+@dataclass(frozen=True)
+class _Adversarial:
+    prediction: str
+    text: str
+    info: dict
+
+
+def _record(run: str, dataset: Dataset, member: str, model, attack: Attack, example: Example, clean: CleanAnswer,
+            adversarial: _Adversarial | None) -> AttackRecord:
+    """The record of one example; ``adversarial`` None = not attacked (wrong clean: SKIPPED)."""
+    task = dataset.task.value
+    if adversarial is None:
+        adv_prediction, adv_text, adv_score, status, facts = clean.prediction, example.text, clean.score, Status.SKIPPED, {}
+    else:
+        adv_prediction, adv_text, facts = adversarial.prediction, adversarial.text, adversarial.info
+        adv_score = answer_score(adv_prediction, example.answers, task)
+        status = Status.FAILED if is_correct(adv_score) else Status.SUCCEEDED
+    details = dict(facts.get("details") or {})
+    if facts.get("label") not in (None, "gold"):
+        details["label"] = facts["label"]  # what the attack moved away from, when not the gold answer
+    return AttackRecord(
+        run=run, task=task, dataset=dataset.name, member=member, model=model.info.name,
+        attack=attack.name, attack_key=attack.key(), modality=attack.modality, eps=attack_eps(attack),
+        example_id=example.id, answers=tuple(example.answers), text=example.text, adv_text=adv_text,
+        clean_prediction=clean.prediction, adv_prediction=adv_prediction, clean_score=clean.score, adv_score=adv_score,
+        status=status, linf=_opt_float(facts.get("linf")), l2=_opt_float(facts.get("l2")),
+        words_changed=_opt_int(facts.get("words_changed")), words_total=_opt_int(facts.get("words_total")),
+        similarity=_opt_float(facts.get("similarity")), unknown_substitutions=_opt_int(facts.get("unknown_substitutions")),
+        image_rms=_opt_float(facts.get("image_rms")), text_rms=_opt_float(facts.get("text_rms")),
+        queries=int(facts.get("queries", 0)), seconds=float(facts.get("seconds", 0.0)), details=details,
+    )
 
 
 def _opt_float(value) -> float | None:

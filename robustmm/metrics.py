@@ -1,14 +1,16 @@
-"""Pure metric functions: the official VQA accuracy, accuracy, robust accuracy, attack
-success rate, drops, bootstrap confidence intervals and McNemar's paired test.
+"""Pure metric functions: the official VQA accuracy, per-example answer scores, the one definition
+of a correct answer, accuracy, attack success rate and relative drop.
 
 Nothing here touches files or models; the runner and the reporter call these on records.
+Statistical tests and intervals are in :mod:`robustmm.statistics`.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Callable, Sequence
+from typing import Sequence
+
+from robustmm.statistics import mean
 
 # ---------------------------------------------------------------------------
 # Official VQA accuracy (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py at commit
@@ -125,6 +127,18 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return total / len(humans)
 
 
+# One definition of "correct" for every task, used by the runner (attack success), the statistics and
+# the report alike: a per-example score (official VQA accuracy, exact match) of at least 0.5. For VQA v2's
+# ten answers that is "at least two annotators gave this answer" (scores 0.6, 0.9, 1.0); for one gold
+# answer (easy-VQA) and visual entailment it is exact match. The report also shows mean scores.
+CORRECT_THRESHOLD = 0.5
+
+
+def is_correct(score: float) -> bool:
+    """Whether a per-example score in [0, 1] counts as a correct answer (``score >= CORRECT_THRESHOLD``)."""
+    return score >= CORRECT_THRESHOLD
+
+
 def exact_match(prediction: str, label: str) -> float:
     """1.0 when the prediction equals the label after strip/lower-case, else 0.0 (SNLI-VE accuracy)."""
     return float(prediction.strip().lower() == label.strip().lower())
@@ -151,14 +165,9 @@ def answer_score(prediction: str, answers: Sequence[str], task: str) -> float:
 # ---------------------------------------------------------------------------
 
 
-def mean(values: Sequence[float]) -> float:
-    """Arithmetic mean; NaN for an empty sequence."""
-    return sum(values) / len(values) if len(values) else float("nan")
-
-
-def robust_accuracy(adversarial_scores: Sequence[float]) -> float:
-    """Mean score on the adversarial inputs (examples the attack skipped keep their clean score)."""
-    return mean(adversarial_scores)
+def accuracy(scores: Sequence[float]) -> float:
+    """Share of examples answered correctly (:func:`is_correct`); NaN for none."""
+    return mean([float(is_correct(s)) for s in scores])
 
 
 def attack_success_rate(clean_correct: Sequence[bool], adversarial_correct: Sequence[bool]) -> float:
@@ -167,90 +176,6 @@ def attack_success_rate(clean_correct: Sequence[bool], adversarial_correct: Sequ
     return mean([float(f) for f in flipped])
 
 
-def absolute_drop(clean: float, robust: float) -> float:
-    """Clean minus robust accuracy (same scale as the inputs)."""
-    return clean - robust
-
-
 def relative_drop(clean: float, robust: float) -> float:
     """(clean - robust) / clean; NaN when clean accuracy is 0."""
     return (clean - robust) / clean if clean else float("nan")
-
-
-def bootstrap_ci(
-    values: Sequence[float],
-    statistic: Callable[[Sequence[float]], float] = mean,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ``statistic(values)``; (nan, nan) if empty."""
-    import numpy as np
-
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, data.size, size=(n_resamples, data.size))
-    if statistic is mean:
-        stats = data[idx].mean(axis=1)
-    else:
-        stats = np.array([statistic(data[row]) for row in idx])
-    alpha = (1.0 - confidence) / 2.0
-    return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
-
-
-def paired_bootstrap_ci(
-    a: Sequence[float], b: Sequence[float], n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Bootstrap CI of mean(a) - mean(b) resampling the *same* examples for both (paired)."""
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    return bootstrap_ci(diffs, mean, n_resamples, confidence, seed)
-
-
-def hierarchical_bootstrap_ci(
-    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_resamples: int = 2000, confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Bootstrap CI of mean(b) - mean(a) over two groups of models measured on the same N examples.
-
-    ``a`` (n_a, N) and ``b`` (n_b, N) hold one row of per-example values per model (e.g. one
-    training seed each). Each resample draws models with replacement within each group, and
-    examples with replacement (the same examples for every model), so the interval covers both
-    the spread between training runs and the sampling of examples (a two-level, "hierarchical"
-    bootstrap). With one model per group it reduces to :func:`paired_bootstrap_ci` of b vs a.
-    """
-    import numpy as np
-
-    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a_arr.ndim != 2 or b_arr.ndim != 2 or a_arr.shape[1] != b_arr.shape[1] or a_arr.size == 0 or b_arr.size == 0:
-        raise ValueError(f"Expected two (models, examples) arrays over the same examples, got {a_arr.shape} and {b_arr.shape}.")
-    rng = np.random.default_rng(seed)
-    n = a_arr.shape[1]
-    # example weights (R, N): how often each example is drawn in each resample, over N
-    weights = np.stack([np.bincount(row, minlength=n) for row in rng.integers(0, n, size=(n_resamples, n))]) / n
-
-    def group_means(values):
-        models = rng.integers(0, values.shape[0], size=(n_resamples, values.shape[0]))  # (R, n_models)
-        per_model = weights @ values.T  # (R, n_models): each model's mean over the resampled examples
-        return np.take_along_axis(per_model, models, axis=1).mean(axis=1)
-
-    stats = group_means(b_arr) - group_means(a_arr)
-    alpha = (1.0 - confidence) / 2.0
-    return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
-
-
-def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
-    """Exact (binomial) McNemar test for paired correctness of two models on the same examples.
-
-    Returns ``{"a_only": n10, "b_only": n01, "p_value": p}``: n10 examples only model A got
-    right, n01 only B; p is the two-sided exact binomial p-value of n10 vs n01 (1.0 if both 0).
-    """
-    a_only = sum(1 for x, y in zip(a_correct, b_correct, strict=True) if x and not y)
-    b_only = sum(1 for x, y in zip(a_correct, b_correct, strict=True) if y and not x)
-    n = a_only + b_only
-    if n == 0:
-        return {"a_only": 0, "b_only": 0, "p_value": 1.0}
-    k = min(a_only, b_only)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2.0 * tail)}

@@ -140,17 +140,20 @@ def paired_bootstrap_ci(
     return bootstrap_ci(diffs, mean, n_resamples, confidence, seed)
 
 
-def hierarchical_bootstrap_ci(
-    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_resamples: int = 2000, confidence: float = 0.95,
+def hierarchical_bootstrap(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_resamples: int = 4000, confidence: float = 0.95,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Bootstrap CI of mean(b) - mean(a) over two groups of models measured on the same N examples.
+) -> tuple[float, float, float]:
+    """Two-level bootstrap of mean(b) - mean(a) over two groups of models measured on the same N examples:
+    (CI low, CI high, two-sided p-value).
 
     ``a`` (n_a, N) and ``b`` (n_b, N) hold one row of per-example values per model (e.g. one
     training seed each). Each resample draws models with replacement within each group, and
     examples with replacement (the same examples for every model), so the interval covers both
-    the spread between training runs and the sampling of examples (a two-level, "hierarchical"
-    bootstrap). With one model per group it reduces to :func:`paired_bootstrap_ci` of b vs a.
+    the spread between training runs and the sampling of examples (a "hierarchical" bootstrap).
+    The p-value is ``2 min(P*(stat <= 0), P*(stat >= 0))`` over the same resamples, so it is below
+    1 - ``confidence`` exactly when the percentile interval excludes 0 (up to quantile interpolation).
+    With one model per group it reduces to a paired bootstrap of b vs a.
     """
     import numpy as np
 
@@ -169,7 +172,8 @@ def hierarchical_bootstrap_ci(
 
     stats = group_means(b_arr) - group_means(a_arr)
     alpha = (1.0 - confidence) / 2.0
-    return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
+    p = min(1.0, 2.0 * min(float(np.mean(stats <= 0)), float(np.mean(stats >= 0))))
+    return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)), p)
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:

@@ -68,6 +68,7 @@ class Attack(ABC):
     modality: ClassVar[str]
     Config: ClassVar[type]
     paper: ClassVar[str] = ""
+    threat: ClassVar[str] = ""  # "linf" / "l2" for norm-bounded pixel attacks: which --eps list applies
 
     def __init__(self, config=None, **params) -> None:
         if config is not None and params:

@@ -205,6 +205,7 @@ class FGSM(PixelAttack):
     """
 
     name = "fgsm"
+    threat = "linf"
     Config = FGSMConfig
     paper = "https://arxiv.org/abs/1412.6572"
 
@@ -322,6 +323,7 @@ class PGDLinf(PixelAttack):
     """
 
     name = "pgd-linf"
+    threat = "linf"
     Config = PGDConfig
     paper = "https://arxiv.org/abs/1706.06083"
 
@@ -373,6 +375,7 @@ class PGDL2(PGDLinf):
     """
 
     name = "pgd-l2"
+    threat = "l2"
     Config = PGDL2Config
 
 
@@ -409,6 +412,7 @@ class UniformNoise(PixelAttack):
     """
 
     name = "noise-linf"
+    threat = "linf"
     Config = NoiseConfig
     paper = "https://arxiv.org/abs/2003.01690"
     needs_labels = False
