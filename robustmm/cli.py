@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from robustmm.errors import RobustMMError
@@ -45,10 +46,10 @@ class _RichProgress:
     until it stops, so one line is printed as each member x attack finishes instead.
     """
 
-    def __init__(self, dataset, pair, attacks) -> None:
+    def __init__(self, dataset, pair, attacks, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.total = len(dataset)
+        self.total = total
         self.live = console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=console, transient=False)
@@ -56,7 +57,7 @@ class _RichProgress:
         for member in pair.members():
             for attack in attacks:
                 self.tasks[(member, attack.key())] = self.progress.add_task(
-                    f"{dataset.name} · {member:8s} · {attack.key()[:60]}", total=self.total)
+                    escape(f"{dataset.name} · {member:8s} · {attack.key()[:60]}"), total=self.total)
         self.printed: set[int] = set()
         self.since = time.perf_counter()
         if self.live:
@@ -74,22 +75,30 @@ class _RichProgress:
                           f"{time.perf_counter() - self.since:.1f} s", highlight=False, soft_wrap=True)
             self.since = time.perf_counter()
 
+    def grow(self, total: int) -> None:
+        """The sample grew (``--until-decided``): every bar now counts to ``total``."""
+        self.total = total
+        for task in self.tasks.values():
+            self.progress.update(task, total=total)
+        self.printed.clear()
+
     def close(self) -> None:
         if self.live:
             self.progress.stop()
 
 
-def _summary_table(summary) -> Table:
-    table = Table(title="clean → robust accuracy (%)")
-    for column in ("dataset", "attack", "eps", "prompt-tuned", "finetuned", "drop diff (pts)", "significant"):
-        table.add_column(column)
-    from robustmm.report import format_eps
+def _summary_table(rows, labels: tuple[str, str] = ("prompt-tuned", "finetuned"), title: str = "") -> Table:
+    """The headline of a comparison on the terminal: ASR of each side on the both-correct examples."""
+    from robustmm.report import format_eps, p_text, points_with_ci
 
-    for c in summary.comparisons:
-        table.add_row(c.dataset, c.attack, format_eps(c),
-                      f"{100 * c.prompt.clean_accuracy:.1f} → {100 * c.prompt.robust_accuracy:.1f}",
-                      f"{100 * c.finetune.clean_accuracy:.1f} → {100 * c.finetune.robust_accuracy:.1f}",
-                      f"{100 * c.drop_difference:+.1f}", "yes" if c.significant else "no")
+    table = Table(title=title or f"attack success on the examples both answered correctly (%): {labels[0]} vs {labels[1]}")
+    for column in ("dataset", "attack", "ε", "both correct", f"ASR {labels[0]}", f"ASR {labels[1]}",
+                   "difference (pts) [95% CI]", "Holm p", "more robust"):
+        table.add_column(column)
+    for c in rows:
+        winner = {"a": labels[0], "b": labels[1], "tie": "–"}[c.outcome]
+        table.add_row(c.dataset, c.attack, format_eps(c), str(c.n_both_correct), f"{100 * c.a.asr:.1f}", f"{100 * c.b.asr:.1f}",
+                      points_with_ci(c.difference, c.ci), p_text(c.p_holm), winner)
     return table
 
 
@@ -101,37 +110,37 @@ def attack_command(
     base: Optional[Path] = typer.Option(None, "--base", help="Base folder of a --prompt-tuned checkpoint that was moved away from it."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="Dataset name or folder (repeatable). Default: easy-vqa and easy-ve."),
     split: str = typer.Option("test", help="Dataset split."),
-    limit: int = typer.Option(100, help="Examples per dataset (a seeded sample)."),
+    limit: int = typer.Option(500, help="Examples per dataset (a seeded sample; with --until-decided, the round size)."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack name or spec, e.g. 'pgd-linf:eps=8/255,steps=20' (repeatable)."),
     preset: Optional[List[str]] = typer.Option(None, "--preset", "-p", help="Preset name in attacks/ or a TOML file (repeatable). Default: attacks/default.toml."),
-    eps: Optional[List[str]] = typer.Option(None, "--eps", help="Pixel-attack ε list on the [0,1] scale, e.g. '1/255,2/255,4/255,8/255'."),
+    eps: Optional[List[str]] = typer.Option(None, "--eps", help="L∞ budgets of the L∞ pixel attacks on the [0,1] scale, e.g. '1/255,2/255,8/255'."),
+    eps_l2: Optional[List[str]] = typer.Option(None, "--eps-l2", help="L2 budgets of the L2 pixel attacks (whole-image norm on the [0,1] scale), e.g. '0.25,0.5,1'."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     dtype: str = typer.Option("float32", help="Model dtype: float32, or bf16 on CUDA (attack arithmetic stays fp32)."),
-    seed: int = typer.Option(0, help="Seed for example sampling and attack randomness."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Examples per attack batch."),
+    seed: int = typer.Option(0, help="Seed of the example sample and of every attack's random draws (0 to 2**63-1)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Examples per attack batch (records do not depend on it)."),
+    until_decided: bool = typer.Option(False, "--until-decided", help="Add rounds of --limit examples until every headline CI is within --precision."),
+    precision: float = typer.Option(0.05, help="With --until-decided: the CI half-width to reach, as a share (0.05 = ±5 points)."),
     out: Path = typer.Option(Path("reports"), help="Folder that holds run folders."),
-    name: Optional[str] = typer.Option(None, help="Run folder name (default: 'default' for the default suite, else run-<hash>)."),
+    name: Optional[str] = typer.Option(None, help="Run folder name (default: default-<identity> for the default suite, else run-<identity>)."),
     resume: bool = typer.Option(True, help="Keep records already in the run folder (a plain rerun resumes too)."),
 ) -> None:
     """Attack both models of a pair on the same examples and write a markdown report."""
-    from robustmm.experiment import RunSpec, run_experiment, run_folder_name
+    from robustmm.experiment import RunSpec, run_experiment
 
     spec = RunSpec(
         pair=pair, prompt_tuned=str(prompt_tuned) if prompt_tuned else None, finetuned=str(finetuned) if finetuned else None,
         datasets=_split_list(dataset) or RunSpec.datasets, split=split, limit=limit, attacks=tuple(attack or ()),
-        presets=_split_list(preset), eps=_split_list(eps), seed=seed, batch_size=batch_size, device=device, dtype=dtype,
-        base=str(base) if base else None,
+        presets=_split_list(preset), eps=_split_list(eps), eps_l2=_split_list(eps_l2), seed=seed, batch_size=batch_size,
+        device=device, dtype=dtype, until_decided=until_decided, precision=precision, base=str(base) if base else None,
     )
-    if not resume:
-        run_dir = out / run_folder_name(spec, name)
-        if (run_dir / "records.jsonl").exists():
-            raise RobustMMError(f"Run folder {run_dir} already holds records; remove it or choose another --name to start afresh.")
+    spec.check()
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report, summary = run_experiment(spec, out, name, command, progress_factory=_RichProgress)
-    console.print(_summary_table(summary))
+    report, summary = run_experiment(spec, out, name, command, progress_factory=_RichProgress, fresh=not resume)
+    console.print(_summary_table(summary.comparisons))
     for task, ds in summary.datasets():
-        console.print(f"[bold]{ds}[/]: {summary.task_verdict(task, ds)}", highlight=False)
-    console.print(f"report: {report}")
+        console.print(f"[bold]{escape(ds)}[/]: {escape(summary.task_verdict(task, ds))}", highlight=False)
+    console.print(f"report: {escape(str(report))}", highlight=False)
 
 
 @app.command("report")
@@ -139,7 +148,7 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run folder (holds
     """Re-render a run's report from its stored records."""
     from robustmm.experiment import rerender
 
-    console.print(f"report: {rerender(run_dir)}")
+    console.print(f"report: {escape(str(rerender(run_dir)))}", highlight=False)
 
 
 def _distinct_names(a: Path, b: Path) -> tuple[str, str]:
@@ -167,8 +176,9 @@ def compare_command(
     out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: compare-A-vs-B-MEMBER.md beside run B)."),
 ) -> None:
     """Compare one member of run A with one of run B on the same examples and attacks (paired)."""
-    from robustmm.compare import compare_runs, dataset_verdict, render_comparison
+    from robustmm.compare import compare_runs, render_comparison
     from robustmm.records import load_run
+    from robustmm.report import dataset_verdict
 
     for m in (member, member_b):
         if m is not None and m not in ("prompt", "finetune"):
@@ -183,20 +193,13 @@ def compare_command(
     if out.suffix != ".md":
         raise RobustMMError(f"--out {out} must name a .md file.")
     rows, only = compare_runs(load_run(run_a), load_run(run_b), member, member_b, labels)
-    table = Table(title=f"{labels[0]} (A) vs {labels[1]} (B): clean → robust accuracy (%)")
-    for column in ("dataset", "attack", "eps", "A", "B", "drop diff B−A (pts)", "significant"):
-        table.add_column(column)
-    from robustmm.report import format_eps
-
-    for c in rows:
-        table.add_row(c.dataset, c.attack, format_eps(c), f"{100 * c.a.clean_accuracy:.1f} → {100 * c.a.robust_accuracy:.1f}",
-                      f"{100 * c.b.clean_accuracy:.1f} → {100 * c.b.robust_accuracy:.1f}", f"{100 * c.drop_difference:+.1f}",
-                      "yes" if c.significant else "no")
-    console.print(table)
+    console.print(_summary_table(rows, ("A", "B"), f"{labels[0]} (A) vs {labels[1]} (B): attack success on the examples both answered correctly (%)"))
+    names = (f"A ({labels[0]})", f"B ({labels[1]})")
     for task, dataset in sorted({(c.task, c.dataset) for c in rows}):
-        console.print(f"[bold]{dataset}[/]: {dataset_verdict([c for c in rows if (c.task, c.dataset) == (task, dataset)], labels)}", highlight=False)
+        shown = [c for c in rows if (c.task, c.dataset) == (task, dataset)]
+        console.print(f"[bold]{escape(dataset)}[/]: {escape(dataset_verdict(shown, names))}", highlight=False)
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    console.print(f"report: {render_comparison(rows, only, labels, out, command)}")
+    console.print(f"report: {escape(str(render_comparison(rows, only, labels, out, command)))}", highlight=False)
 
 
 @app.command("pool")
@@ -207,9 +210,9 @@ def pool_command(
     out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: pool-RUN-....md beside the first run)."),
 ) -> None:
     """Pool runs of differently seeded members into one prompt-vs-finetune verdict per attack."""
-    from robustmm.pool import dataset_verdict, drops_text, members_of, pool_members, render_pool
+    from robustmm.pool import members_of, pool_members, render_pool
     from robustmm.records import load_run
-    from robustmm.report import format_eps, points_with_ci
+    from robustmm.report import dataset_verdict
 
     groups = [[p.resolve() for p in paths or ()] for paths in (runs, prompt_from, finetune_from)]
     folders = [f for group in groups for f in group]
@@ -224,18 +227,14 @@ def pool_command(
         raise RobustMMError(f"--out {out} must name a .md file.")
     rows, left_out = pool_members(members)
     n_prompt = sum(m.member == "prompt" for m in members)
-    table = Table(title=f"{n_prompt} prompt-tuned vs {len(members) - n_prompt} finetuned members: accuracy drop (points)")
-    for column in ("dataset", "attack", "eps", "prompt-tuned drops", "finetuned drops", "pooled F−P [95% CI]", "significant"):
-        table.add_column(column)
-    for c in rows:
-        table.add_row(c.dataset, c.attack, format_eps(c), drops_text(c.prompt_drops), drops_text(c.finetune_drops),
-                      points_with_ci(c.drop_difference, c.drop_difference_ci), "yes" if c.significant else "no")
-    console.print(table)
+    names = (f"prompt tuning ({n_prompt} members)", f"finetuning ({len(members) - n_prompt} members)")
+    console.print(_summary_table(rows, ("prompt-tuned", "finetuned"),
+                                 f"{n_prompt} prompt-tuned vs {len(members) - n_prompt} finetuned members: mean attack success (%)"))
     for task, dataset in sorted({(c.task, c.dataset) for c in rows}):
         shown = [c for c in rows if (c.task, c.dataset) == (task, dataset)]
-        console.print(f"[bold]{dataset}[/]: {dataset_verdict(shown, n_prompt, len(members) - n_prompt)}", highlight=False)
+        console.print(f"[bold]{escape(dataset)}[/]: {escape(dataset_verdict(shown, names))}", highlight=False)
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    console.print(f"report: {render_pool(rows, left_out, members, out, command)}")
+    console.print(f"report: {escape(str(render_pool(rows, left_out, members, out, command)))}", highlight=False)
 
 
 @app.command("list")
@@ -385,10 +384,16 @@ def main() -> None:
     typer itself turns usage errors (unknown option, bad value) into exit code 2, and Ctrl-C
     (KeyboardInterrupt) into a silent exit 130.
     """
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    logging.getLogger("robustmm").addHandler(handler)
+    logging.getLogger("robustmm").setLevel(logging.WARNING)
     try:
         app()
     except RobustMMError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except (KeyboardInterrupt, SystemExit) as stop:
         if isinstance(stop, SystemExit) and stop.code != 130:

@@ -1,49 +1,30 @@
 """Two runs -> one member of each compared on the same examples and attacks (``robustmm compare``).
 
-Answers questions such as "is the member finetuned at lr 3e-4 less robust than the one
-finetuned at 1e-3?". For every (dataset, attack configuration) that both runs hold, the chosen
-member of run A and of run B are paired by example: same example id, same clean input and
-answers. Per setting: both members' clean and robust accuracy, the paired drop difference
-(B minus A) with its 95% bootstrap CI, and McNemar's exact test on robust correctness.
-Every number comes from the two ``records.jsonl`` files. The markdown (and a JSON twin) is
-written to temporary files and renamed into place, so a failure leaves no half-written file.
+Answers questions such as "is the member finetuned at lr 3e-4 less robust than the one finetuned at
+1e-3?". For every (dataset, attack setting) both runs hold, the chosen member of run A and of run B
+are paired by example (same id, same clean input and answers) and compared exactly as ``robustmm
+attack`` compares a pair (:mod:`robustmm.comparison`: attack success on the examples both answer
+correctly, exact McNemar, Holm within each dataset), rendered with the same tables and sentences.
+Every number comes from the two ``records.jsonl`` files; the markdown and its JSON twin are written
+atomically.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
+from robustmm.comparison import Comparison, adjust_holm, by_setting, compare
 from robustmm.errors import RobustMMError
-from robustmm.report import format_eps, md_escape, percent, points_with_ci, write_markdown_and_json
-from robustmm.summary import MemberStats, PairedSetting, paired_stats
+from robustmm.report import accuracy_table, dataset_verdict, headline_table, how_to_read, md_escape, setting_verdict, \
+    write_markdown_and_json
 from robustmm.types import AttackRecord
-
-
-@dataclass(frozen=True)
-class RunComparison(PairedSetting):
-    """Member A (of run A) vs member B (of run B) under one attack configuration on one dataset."""
-
-    a: MemberStats
-    b: MemberStats
-    drop_difference: float  # B's drop - A's drop in [-1, 1] (> 0: B degraded more)
-    drop_difference_ci: tuple[float, float]
-    mcnemar: dict  # robust correctness: a_only = only A right, b_only = only B right
-
-
-def by_setting(records: list[AttackRecord], member: str) -> dict[tuple, dict[str, AttackRecord]]:
-    """``member``'s records as {(task, dataset, attack_key): {example_id: record}}."""
-    out: dict[tuple, dict[str, AttackRecord]] = defaultdict(dict)
-    for r in records:
-        if r.member == member:
-            out[(r.task, r.dataset, r.attack_key)][r.example_id] = r
-    return out
 
 
 def shared_examples(groups: list[dict[str, AttackRecord]], labels: list[str], dataset: str) -> list[str]:
     """Example ids held by every group ({example_id: record} of one setting), in the first group's record
-    order (as ``summarize`` keeps it). Raises ``RobustMMError`` if an id carries different inputs in two groups."""
+    order. Raises ``RobustMMError`` if an id carries different inputs in two groups."""
     first, *others = groups
     ids = [i for i in first if all(i in g for g in others)]
     for i in ids:
@@ -56,13 +37,13 @@ def shared_examples(groups: list[dict[str, AttackRecord]], labels: list[str], da
 
 def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], member_a: str = "finetune",
                  member_b: str | None = None, labels: tuple[str, str] = ("A", "B"), seed: int = 0
-                 ) -> tuple[list[RunComparison], list[tuple[str, str, str]]]:
+                 ) -> tuple[list[Comparison], list[tuple[str, str, str]]]:
     """Pair ``member_a`` of run A with ``member_b`` (default: the same member) of run B.
 
-    Returns the comparisons (one per shared setting, ordered by dataset, attack and ε) and the
-    settings not compared, as (dataset, attack_key, "only in A" / "only in B" / "no shared examples"). Raises
-    ``RobustMMError`` if the runs share no setting, or if an example id carries different
-    inputs in the two runs (they were made from different data).
+    Returns the Holm-adjusted comparisons (side a = run A's member; one per shared setting) and the
+    settings not compared, as (dataset, attack_key, "only in A" / "only in B" / "no shared examples").
+    Raises ``RobustMMError`` if the runs share no setting, or if an example id carries different inputs
+    in the two runs (they were made from different data).
     """
     member_b = member_b or member_a
     groups_a, groups_b = by_setting(records_a, member_a), by_setting(records_b, member_b)
@@ -79,56 +60,32 @@ def compare_runs(records_a: list[AttackRecord], records_b: list[AttackRecord], m
         if not shared:
             only.append((key[1], key[2], "no shared examples"))
             continue
-        rows_a, rows_b = [a[i] for i in shared], [b[i] for i in shared]
-        stats_a, stats_b, difference, ci, test = paired_stats((labels[0], rows_a), (labels[1], rows_b), seed)
-        first = rows_a[0]
-        rows.append(RunComparison(task=key[0], dataset=key[1], attack=first.attack, attack_key=key[2],
-                                  modality=first.modality, eps=first.eps, a=stats_a, b=stats_b,
-                                  drop_difference=difference, drop_difference_ci=ci, mcnemar=test))
+        rows.append(compare([a[i] for i in shared], [b[i] for i in shared], labels, seed))
     if not rows:
         raise RobustMMError(f"Runs {labels[0]} and {labels[1]} share no attack setting with examples of both members; "
                             "compare runs made with the same datasets, attacks and seed.")
-    rows.sort(key=lambda c: c.sort_key)
-    return rows, only
+    return adjust_holm(rows), only
 
 
-def dataset_verdict(rows: list[RunComparison], labels: tuple[str, str]) -> str:
-    """One sentence per dataset: in how many settings B degraded more than A, and how many significantly."""
-    more = [c for c in rows if c.drop_difference > 0]
-    less = [c for c in rows if c.drop_difference < 0]
-    return (f"{labels[1]} dropped more than {labels[0]} under {len(more)} and less under {len(less)} of {len(rows)} "
-            f"attack settings; significantly more (paired bootstrap 95% CI above 0) under "
-            f"{sum(c.significant for c in more)} and significantly less under {sum(c.significant for c in less)}.")
-
-
-def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]], labels: tuple[str, str], out: str | Path,
+def render_comparison(rows: list[Comparison], only: list[tuple[str, str, str]], labels: tuple[str, str], out: str | Path,
                       command: str = "") -> Path:
     """Write the comparison as markdown to ``out`` (and ``out`` with suffix .json); return ``out``."""
-    out = Path(out)
     a, b = (md_escape(x) for x in labels)
+    names = (f"A ({labels[0]})", f"B ({labels[1]})")
     lines = [f"# robustmm comparison: {a} vs {b}", "",
              f"The same attacks on the same examples: **A** = {a} (model `{md_escape(rows[0].a.model)}`), "
-             f"**B** = {b} (model `{md_escape(rows[0].b.model)}`). Accuracies in %; "
-             "\"drop\" is clean minus robust accuracy; the drop difference is B's drop minus A's "
-             "(> 0: B degraded more) with a paired 95% bootstrap CI over examples; McNemar's exact test compares "
-             "robust correctness.", "", "## Verdicts", ""]
+             f"**B** = {b} (model `{md_escape(rows[0].b.model)}`).", "", "## Verdicts", ""]
     datasets = sorted({(c.task, c.dataset) for c in rows})
     for task, dataset in datasets:
         lines.append(f"- **{md_escape(dataset)}** ({task}): "
-                     f"{dataset_verdict([c for c in rows if c.dataset == dataset and c.task == task], labels)}")
-    lines.append("")
+                     f"{md_escape(dataset_verdict([c for c in rows if (c.task, c.dataset) == (task, dataset)], names))}")
+    lines += ["", "How to read: " + how_to_read(("A", "B"))[0], ""]
     for task, dataset in datasets:
-        shown = [c for c in rows if c.dataset == dataset and c.task == task]
-        lines += [f"## {md_escape(dataset)} ({task})", "", f"{shown[0].a.n} shared examples per attack.", "",
-                  "| attack | ε | A clean → robust | A drop | B clean → robust | B drop | drop difference B − A (pts) [95% CI] | significant | McNemar: only A right / only B right | McNemar p |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for c in shown:
-            lines.append(f"| {md_escape(c.attack)} | {format_eps(c)} | {percent(c.a.clean_accuracy)} → {percent(c.a.robust_accuracy)} | "
-                         f"{percent(c.a.absolute_drop)} | {percent(c.b.clean_accuracy)} → {percent(c.b.robust_accuracy)} | "
-                         f"{percent(c.b.absolute_drop)} | {points_with_ci(c.drop_difference, c.drop_difference_ci)} | "
-                         f"{'yes' if c.significant else 'no'} | "
-                         f"{c.mcnemar['a_only']} / {c.mcnemar['b_only']} | {c.mcnemar['p_value']:.3g} |")
-        lines.append("")
+        shown = [c for c in rows if (c.task, c.dataset) == (task, dataset)]
+        lines += [f"## {md_escape(dataset)} ({task})", "", f"{shown[0].n} shared examples per attack setting.", ""]
+        lines += headline_table(shown, ("A", "B")) + [""]
+        lines += [f"- {md_escape(setting_verdict(c, names))}" for c in shown] + [""]
+        lines += accuracy_table(shown, ("A", "B"), scores=task == "vqa") + [""]
     if only:
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for dataset, _, reason in only:
@@ -140,5 +97,5 @@ def render_comparison(rows: list[RunComparison], only: list[tuple[str, str, str]
               "Every number above is computed from the two runs' `records.jsonl`.", ""]
     data = {"labels": list(labels), "command": command,
             "not_compared": [{"dataset": d, "attack_key": k, "reason": r} for d, k, r in only],
-            "comparisons": [asdict(c) | {"significant": c.significant} for c in rows]}
+            "comparisons": [asdict(c) | {"outcome": c.outcome, "verdict": setting_verdict(c, names)} for c in rows]}
     return write_markdown_and_json(out, "\n".join(lines), data, "comparison")

@@ -9,8 +9,8 @@ the answer cannot be confounded by clean accuracy:
   :func:`robustmm.metrics.is_correct`); each side's attack success rate (ASR) is the share of them the
   attack breaks (makes incorrect);
 - **difference** = ASR(b) - ASR(a) on that set (> 0: a is more robust), with the **exact McNemar test**
-  on its discordant pairs (broken for one side only) and the interval that inverts the same test
-  (:func:`robustmm.statistics.mcnemar_difference_ci`): the interval excludes 0 exactly when p < 0.05;
+  on its discordant pairs (broken for one side only) and Tango's score interval widened to agree with
+  that test (:func:`robustmm.statistics.mcnemar_difference_ci`): it excludes 0 exactly when p < 0.05;
 - **Holm**: the settings of a dataset are one family; p-values are Holm-adjusted within it and a side
   "wins" a setting only when its Holm-adjusted p < ``ALPHA`` *and* the difference is at least
   ``TIE_POINTS``; anything else is a tie ("no detectable difference");

@@ -15,7 +15,6 @@ others are attacked, in batches of ``batch_size``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -47,7 +46,7 @@ def expand_eps(attacks: Sequence[Attack], eps_linf: Sequence[float] | None = Non
     for attack in attacks:
         values = {"linf": eps_linf, "l2": eps_l2}.get(getattr(attack, "threat", ""))
         if values:
-            out += [type(attack)(config=dataclasses.replace(attack.config, eps=float(e))) for e in values]
+            out += [attack.with_eps(e) for e in values]
         else:
             out.append(attack)
     return out
@@ -70,33 +69,28 @@ def gold_targets(examples: Sequence[Example], candidates: Sequence[str], task: s
 
 
 class ImageBank:
-    """A dataset's images decoded once, as uint8 (N, 3, S, S) per image size; ``pixels(rows)`` -> floats in [0, 1].
+    """Images decoded once per (example, size) and kept as uint8 up to ``max_bytes`` (beyond that, decoded on
+    each use); ``pixels(examples, size)`` -> (B, 3, size, size) floats in [0, 1]. One bank serves every member
+    and attack setting of a dataset, and every round of a growing sample."""
 
-    Held in memory up to ``max_bytes`` per size (images beyond are decoded again on each use).
-    """
-
-    def __init__(self, examples: Sequence[Example], max_bytes: int = 2 << 30) -> None:
-        self.examples = list(examples)
-        self.index = {e.id: i for i, e in enumerate(self.examples)}
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
         self.max_bytes = max_bytes
-        self._decoded: dict[int, torch.Tensor | None] = {}
+        self.held = 0
+        self._decoded: dict[tuple[str, int], torch.Tensor] = {}
 
     def pixels(self, examples: Sequence[Example], size: int) -> torch.Tensor:
-        """(B, 3, size, size) float pixels in [0, 1] of ``examples`` (which must be in this bank)."""
-        if size not in self._decoded:
-            fits = len(self.examples) * 3 * size * size <= self.max_bytes
-            self._decoded[size] = self._decode(self.examples, size) if fits else None
-        table = self._decoded[size]
-        if table is None:
-            return to_tensor([e.image for e in examples], size)
-        rows = torch.tensor([self.index[e.id] for e in examples], dtype=torch.long)
-        return table[rows].float() / 255.0
-
-    @staticmethod
-    def _decode(examples: Sequence[Example], size: int) -> torch.Tensor:
-        chunks = [(to_tensor([e.image for e in examples[i:i + 256]], size) * 255).round().to(torch.uint8)
-                  for i in range(0, len(examples), 256)]
-        return torch.cat(chunks) if chunks else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+        missing = [e for e in {e.id: e for e in examples}.values() if (e.id, size) not in self._decoded]
+        fresh = {}
+        for start in range(0, len(missing), 256):
+            chunk = missing[start:start + 256]
+            decoded = (to_tensor([e.image for e in chunk], size) * 255).round().to(torch.uint8)
+            fresh.update({e.id: image for e, image in zip(chunk, decoded)})
+        for example_id, image in fresh.items():
+            if self.held + image.numel() <= self.max_bytes:
+                self._decoded[(example_id, size)] = image
+                self.held += image.numel()
+        rows = [self._decoded.get((e.id, size), fresh.get(e.id)) for e in examples]
+        return torch.stack(rows).float() / 255.0 if rows else torch.zeros(0, 3, size, size)
 
 
 @dataclass(frozen=True)
@@ -175,7 +169,7 @@ def run_attacks(
     if progress is not None:  # report what is already stored, then each finished batch
         for r in ours:
             progress(r.member, r.attack_key, 1)
-    images = images or ImageBank(dataset.examples)
+    images = images or ImageBank()
     task = dataset.task.value
     for member, model in pair.members().items():
         missing = {attack.key(): [e for e in dataset.examples if (scope, member, attack.key(), e.id) not in done]

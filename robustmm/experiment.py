@@ -1,15 +1,21 @@
-"""One ``robustmm attack`` run on disk: a run folder with its config, records, gallery and report.
+"""One ``robustmm attack`` run on disk: a run folder with its identity, records, gallery and report.
 
-``run_experiment(spec)`` resolves the pair(s), datasets and attacks, refuses bad input
-with one sentence *before* anything is written, streams records to
-``<out>/<name>/records.jsonl`` (resuming whatever is there) and renders the report last.
+``run_experiment(spec)`` resolves the pair(s), datasets and attacks and refuses bad input with one
+sentence *before* anything is written; it then streams records to ``<out>/<name>/records.jsonl``
+(resuming whatever is there) and renders the report last.
+
+A run's **identity** is a digest of what determines its records once resolved: the canonical key of
+every attack (so editing a preset changes it), the datasets' examples and the sample (limit, seed,
+stopping rule), each member's weights, the device kind and dtype, and the code (robustmm's version and
+a digest of its source). Resuming a folder whose identity differs is refused, naming what changed.
+The batch size is not part of it: records do not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -19,20 +25,17 @@ from typing import Callable
 
 from robustmm.errors import RobustMMError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DATASETS = ("easy-vqa", "easy-ve")
 DEFAULT_PRESET = "default"
-DEFAULT_LIMIT = 100
-
-
-def spec_identity(spec: dict) -> dict:
-    """A run spec (as stored in run.json, or ``asdict``) without ``base``, in JSON values: equal for runs
-    whose records are interchangeable."""
-    return json.loads(json.dumps({k: v for k, v in spec.items() if k != "base"}))
+DEFAULT_LIMIT = 500
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run's records (the run folder stores it as run.json)."""
+    """Everything a user sets for a run (the run folder stores it in run.json)."""
 
     pair: str | None = "default"
     prompt_tuned: str | None = None
@@ -42,23 +45,34 @@ class RunSpec:
     limit: int | None = DEFAULT_LIMIT
     attacks: tuple[str, ...] = ()
     presets: tuple[str, ...] = ()
-    eps: tuple[str, ...] = ()
+    eps: tuple[str, ...] = ()  # L∞ budgets on the [0, 1] pixel scale
+    eps_l2: tuple[str, ...] = ()  # L2 budgets
     seed: int = 0
     batch_size: int = 32
     device: str = "auto"
     dtype: str = "float32"
-    base: str | None = None  # where a moved prompt checkpoint's base lies now (hash-checked, so not in the digest)
+    until_decided: bool = False  # grow the sample in rounds of ``limit`` until every CI is within ``precision``
+    precision: float = 0.05
+    base: str | None = None  # where a moved prompt checkpoint's base lies now (hash-checked)
 
-    def identity(self) -> dict:
-        """The fields that determine the records, as JSON values (all but ``base``)."""
-        return spec_identity(asdict(self))
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+    def check(self) -> None:
+        """Refuse impossible values with one sentence, before any work."""
+        if self.batch_size < 1:
+            raise RobustMMError(f"batch size must be at least 1, got {self.batch_size}.")
+        if self.limit is not None and self.limit < 1:
+            raise RobustMMError(f"limit must be at least 1, got {self.limit}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise RobustMMError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}.")
+        if not 0 < self.precision < 1:
+            raise RobustMMError(f"precision is a half-width in (0, 1) (0.05 = ±5 points), got {self.precision:g}.")
+        if self.until_decided and self.limit is None:
+            raise RobustMMError("--until-decided grows the sample in rounds of --limit examples; give a --limit.")
+        if not self.datasets:
+            raise RobustMMError("No dataset was given.")
 
 
 def build_attacks(spec: RunSpec) -> list:
-    """Attack instances from presets and specs (default preset when neither is given), ε-expanded."""
+    """Attack instances from presets and specs (default preset when neither is given), ε-expanded, deduplicated."""
     from robustmm.attacks import parse_attack_spec, parse_number
     from robustmm.attacks.presets import load_preset
     from robustmm.evaluate import expand_eps
@@ -70,9 +84,13 @@ def build_attacks(spec: RunSpec) -> list:
     attacks += [parse_attack_spec(s) for s in spec.attacks]
     eps = [parse_number(e, "eps") for e in spec.eps]
     for value in eps:
-        if value < 0 or value > 1:
-            raise RobustMMError(f"eps must lie in [0, 1] on the pixel scale (e.g. 8/255), not {value:g}.")
-    attacks = expand_eps(attacks, eps)
+        if not 0 < value <= 1:
+            raise RobustMMError(f"--eps is an L∞ budget in (0, 1] on the pixel scale (e.g. 8/255), not {value:g}.")
+    eps_l2 = [parse_number(e, "eps-l2") for e in spec.eps_l2]
+    for value in eps_l2:
+        if not 0 < value < float("inf"):
+            raise RobustMMError(f"--eps-l2 is an L2 radius > 0 on the [0, 1] pixel scale (e.g. 0.5), not {value:g}.")
+    attacks = expand_eps(attacks, eps, eps_l2)
     seen, unique = set(), []
     for attack in attacks:
         if attack.key() not in seen:
@@ -95,12 +113,72 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_folder_name(spec: RunSpec, name: str | None = None) -> str:
-    """The run folder's name: ``name`` if given, ``default`` for the default suite, else ``run-<hash of spec>``."""
-    return name or ("default" if spec == RunSpec() else f"run-{spec.digest()}")
+def source_digest() -> str:
+    """First 16 hex digits of a sha256 over robustmm's Python source files (names and bytes)."""
+    from robustmm.paths import package_root
+
+    digest = hashlib.sha256()
+    root = package_root()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def examples_digest(dataset) -> str:
+    """First 16 hex digits of a sha256 over a dataset's examples (id, text, answers, image reference), in order."""
+    digest = hashlib.sha256()
+    for e in dataset.examples:
+        digest.update(json.dumps([e.id, e.text, list(e.answers), str(e.image)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def run_identity(spec: RunSpec, attacks, pools, pairs, device) -> dict:
+    """What determines the records (see the module docstring), as JSON values. ``pools``: the full splits."""
+    import robustmm
+
+    return {
+        "attacks": [a.key() for a in attacks],
+        "datasets": {d.name: {"split": d.split, "examples": examples_digest(d), "size": len(d)} for d in pools},
+        "sample": {"limit": spec.limit, "seed": spec.seed, "until_decided": spec.until_decided,
+                   "precision": spec.precision if spec.until_decided else None},
+        "members": {d.name: {"prompt": p.prompt_tuned.fingerprint(), "finetune": p.finetuned.fingerprint()}
+                    for d, p in zip(pools, pairs)},
+        "device": {"kind": device.type, "dtype": spec.dtype},
+        "code": {"robustmm": robustmm.__version__, "source": source_digest()},
+    }
+
+
+def identity_digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_folder_name(spec: RunSpec, identity: dict, name: str | None = None) -> str:
+    """``name`` if given, else ``default-<digest>`` for the default suite or ``run-<digest>``."""
+    if name is not None:
+        return name
+    stem = "default" if not spec.attacks and not spec.presets else "run"
+    return f"{stem}-{identity_digest(identity)}"
+
+
+def check_name(name: str | None) -> None:
+    """A run name is one path component: no separators, not '.' or '..', not empty."""
+    if name is None:
+        return
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise RobustMMError(f"--name must be a single folder name (no '/', not '.' or '..'), not {name!r}.")
+
+
+def _changes(stored: dict, current: dict) -> list[str]:
+    """What differs between two identities, in words."""
+    words = {"attacks": "the attack settings", "datasets": "the dataset files", "sample": "the sample (limit, seed or "
+             "stopping rule)", "members": "the model weights", "device": "the device kind or dtype", "code": "robustmm's code"}
+    return [words.get(k, k) for k in current if stored.get(k) != current.get(k)]
 
 
 def _check_writable(folder: Path) -> None:
+    import os
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}"
@@ -110,26 +188,20 @@ def _check_writable(folder: Path) -> None:
         raise RobustMMError(f"Output folder {folder} is not writable ({err.strerror or err}).") from err
 
 
-def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, command: str = "",
-                   progress_factory: Callable | None = None) -> tuple[Path, object]:
-    """Run (or resume) ``spec`` in ``out/name``; returns (report path, Summary)."""
+def load_everything(spec: RunSpec):
+    """(attacks, full splits, pairs, device): everything resolved and checked, nothing written."""
     from robustmm.data import load_dataset
-    from robustmm.evaluate import run_attacks
-    from robustmm.gallery import Gallery
     from robustmm.models.pair import load_pair, resolve_device
-    from robustmm.records import RecordStore
-    from robustmm.report import render
-    from robustmm.summary import summarize
 
-    if spec.batch_size < 1:
-        raise RobustMMError(f"batch size must be at least 1, got {spec.batch_size}.")
-    if spec.limit is not None and spec.limit < 1:
-        raise RobustMMError(f"limit must be at least 1, got {spec.limit}.")
+    spec.check()
     attacks = build_attacks(spec)
     device = resolve_device(spec.device)
-    datasets = [load_dataset(d, split=spec.split, limit=spec.limit, seed=spec.seed) for d in spec.datasets]
+    pools = [load_dataset(d, split=spec.split, limit=None, seed=spec.seed) for d in spec.datasets]
+    names = [d.name for d in pools]
+    if len(set(names)) < len(names):
+        raise RobustMMError(f"Dataset {next(n for n in names if names.count(n) > 1)} is given twice.")
     pairs = []
-    for dataset in datasets:
+    for dataset in pools:
         if spec.prompt_tuned or spec.finetuned:
             pair = load_pair(prompt_tuned=spec.prompt_tuned, finetuned=spec.finetuned, device=device, dtype=spec.dtype,
                              task=dataset.task.value, candidates=dataset.candidates, base=spec.base)
@@ -140,56 +212,177 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
         if set(dataset.candidates) != set(pair.candidates):
             raise RobustMMError(f"Dataset {dataset.name} has a different answer set than the pair's models.")
         pairs.append(pair)
+    return attacks, pools, pairs, device
 
-    run_name = run_folder_name(spec, name)
+
+def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, command: str = "",
+                   progress_factory: Callable | None = None, fresh: bool = False) -> tuple[Path, object]:
+    """Run (or resume) ``spec`` in ``out/name``; returns (report path, Summary).
+
+    ``progress_factory(dataset, pair, attacks, total)`` makes the runner's progress callback per dataset;
+    ``fresh`` refuses a folder that already holds records instead of resuming it.
+    """
+    from robustmm.evaluate import ImageBank, run_attacks
+    from robustmm.gallery import Gallery
+    from robustmm.records import RecordStore
+    from robustmm.report import render
+    from robustmm.summary import summarize
+
+    check_name(name)
+    attacks, pools, pairs, device = load_everything(spec)
+    identity = run_identity(spec, attacks, pools, pairs, device)
+    run_name = run_folder_name(spec, identity, name)
     run_dir = Path(out) / run_name
+    if fresh and (run_dir / "records.jsonl").exists():
+        raise RobustMMError(f"Run folder {run_dir} already holds records; remove it or choose another --name to start afresh.")
     _check_writable(run_dir)
     config_path = run_dir / "run.json"
-    members = {d.name: {"prompt": p.prompt_tuned.fingerprint(), "finetune": p.finetuned.fingerprint()} for d, p in zip(datasets, pairs)}
     if config_path.exists():
-        config = json.loads(config_path.read_text())
-        stored = config.get("spec")
-        if not isinstance(stored, dict) or spec_identity(stored) != spec.identity():
-            raise RobustMMError(f"Run folder {run_dir} holds a run with other settings; choose another --name or --out.")
-        known = config.get("members") or {}  # folders written before fingerprints were kept have none
-        changed = sorted(f"{d}/{m}" for d in members for m in members[d] if d in known and known[d].get(m) != members[d][m])
-        if changed:
-            raise RobustMMError(f"Run folder {run_dir} holds records of other model weights ({', '.join(changed)} changed since); "
-                                "remove the folder or choose another --name to start afresh.")
-    config_path.write_text(json.dumps({"spec": asdict(spec), "members": members}, indent=2) + "\n")
+        stored = _read_json(config_path, "run settings")
+        if stored.get("identity") != identity:
+            changed = _changes(stored.get("identity") or {}, identity)
+            raise RobustMMError(f"Run folder {run_dir} holds records made with other settings ({', '.join(changed) or 'an older format'} "
+                                "changed); choose another --name, or remove the folder to start afresh.")
+    _write_json(config_path, {"spec": asdict(spec), "identity": identity, "digest": identity_digest(identity)})
 
     store = RecordStore(run_dir / "records.jsonl")
+    aside = store.set_aside_torn_tail()
+    if aside is not None:
+        log.warning("%s ended in a torn line (an interrupted write); it was moved to %s and the run resumes.",
+                    store.path, aside.name)
     gallery = Gallery(run_dir / "gallery")
     existing = store.load()
-    resumed = len(existing)  # records a previous (interrupted or finished) invocation already wrote
+    resumed = len(existing)
     started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-    records = []
-    for dataset, pair in zip(datasets, pairs):
-        progress = progress_factory(dataset, pair, attacks) if progress_factory else None
+    records, sequential, extra = [], {}, {}
+    for pool, pair in zip(pools, pairs):
+        first = len(pool) if spec.limit is None else min(spec.limit, len(pool))
+        progress = progress_factory(pool, pair, attacks, first) if progress_factory else None
+        images = ImageBank()
         try:
-            records += run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
-                                   store=store, existing=existing, progress=progress, gallery=gallery)
+            n = first
+            while True:
+                dataset = pool.subset(n, spec.seed)
+                ours = run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
+                                   store=store, existing=existing, progress=progress, gallery=gallery, images=images)
+                if not spec.until_decided:
+                    break
+                decided = sequential_state(ours, pool, n, spec)
+                sequential[pool.name] = decided
+                if decided["stop"] or n >= len(pool):
+                    break
+                n = min(len(pool), n + spec.limit)
+                if progress is not None and hasattr(progress, "grow"):
+                    progress.grow(n)
         finally:
             if progress is not None and hasattr(progress, "close"):
                 progress.close()
-        existing = store.load()
+        records += ours
+        if pool.name in sequential:
+            extra[(pool.task.value, pool.name)] = sequential_lines(sequential[pool.name], spec)
     summary = summarize(records, seed=spec.seed)
     meta = {"run": run_name, "command": command, "spec": asdict(spec), "seed": spec.seed, "device": str(device),
-            "batch_size": spec.batch_size, "dtype": spec.dtype, "limit": spec.limit, "wall_seconds": round(time.perf_counter() - start, 1),
-            "started": started, "records": len(records), "resumed_records": resumed, "versions": versions()}
-    (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return render(summary, run_dir, meta), summary
+            "batch_size": spec.batch_size, "dtype": spec.dtype, "limit": spec.limit,
+            "examples": {d.name: len({r.example_id for r in records if r.dataset == d.name}) for d in pools},
+            "wall_seconds": round(time.perf_counter() - start, 1), "started": started, "records": len(records),
+            "resumed_records": resumed, "identity": identity_digest(identity), "versions": versions()}
+    if spec.until_decided:
+        meta["stopping"] = (f"until every headline CI (anytime-valid) is within ±{100 * spec.precision:g} points, in rounds of "
+                            f"{spec.limit} examples: " + "; ".join(f"{d} stopped at n = {s['n']} ({s['reason']})"
+                                                                    for d, s in sequential.items()))
+        meta["sequential"] = sequential
+    _write_json(run_dir / "meta.json", meta)
+    return render(summary, run_dir, meta, extra), summary
+
+
+def sequential_state(records, pool, n: int, spec: RunSpec) -> dict:
+    """After a round of ``n`` examples: each setting's anytime-valid CI of the ASR difference, and whether to stop.
+
+    The values are the per-example differences d = broken(finetuned) - broken(prompt-tuned) in {-1, 0, 1}
+    on the examples both members answered correctly, in the order the seeded sample drew them; each
+    setting's confidence sequence (:func:`robustmm.statistics.confidence_sequence`) is at level
+    alpha / (number of settings), so all of them hold together at every look.
+    """
+    from collections import defaultdict
+
+    from robustmm.comparison import ALPHA
+    from robustmm.metrics import is_correct
+    from robustmm.statistics import confidence_sequence
+
+    rank = {pool.examples[i].id: k for k, i in enumerate(pool.sample_order(spec.seed))}
+    by_key: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        by_key[r.attack_key][r.member][r.example_id] = r
+    settings = {}
+    for key, members in sorted(by_key.items()):
+        p, f = members.get("prompt", {}), members.get("finetune", {})
+        ids = sorted((i for i in p if i in f and is_correct(p[i].clean_score) and is_correct(f[i].clean_score)), key=rank.get)
+        values = [float(not is_correct(f[i].adv_score)) - float(not is_correct(p[i].adv_score)) for i in ids]
+        low, high = confidence_sequence(values, ALPHA / max(1, len(by_key)))
+        settings[key] = {"n_both_correct": len(ids), "low": low, "high": high, "half_width": (high - low) / 2}
+    stop = all(s["half_width"] <= spec.precision for s in settings.values())
+    reason = "every CI within the precision" if stop else ("the split is exhausted" if n >= len(pool) else "")
+    return {"n": n, "stop": stop, "reason": reason, "settings": settings}
+
+
+def sequential_lines(state: dict, spec: RunSpec) -> list[str]:
+    """The report's account of a sequential run on one dataset: stopping rule, n reached, each setting's CI."""
+    from robustmm.report import md_escape, points
+
+    lines = ["### Sequential sampling (--until-decided)", "",
+             f"Examples were added in rounds of {spec.limit} (a nested seeded sample) until every setting's anytime-valid "
+             f"95% confidence interval for the ASR difference (finetuned − prompt-tuned) was within ±{100 * spec.precision:g} "
+             "points, or the split ran out: predictable plug-in empirical-Bernstein confidence sequences (Waudby-Smith & "
+             "Ramdas 2024), each at level 0.05 / settings, valid however often they are looked at. Stopped at "
+             f"**n = {state['n']}** ({state['reason'] or 'not decided'}). The fixed-n CIs in the tables above are narrower "
+             "but were not designed for repeated looks; the stopping decision rests on these.", "",
+             "| setting | both correct | anytime-valid CI (pts) | half-width |", "|---|---|---|---|"]
+    for key, s in state["settings"].items():
+        lines.append(f"| `{md_escape(key)}` | {s['n_both_correct']} | [{points(s['low'])}, {points(s['high'])}] | "
+                     f"{100 * s['half_width']:.1f} |")
+    return lines + [""]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; a corrupt, empty or non-UTF-8 file is one sentence."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RobustMMError(f"The {what} file {path} is corrupt ({err.__class__.__name__}); remove it (or the run folder) "
+                            "to start afresh.") from err
+    except OSError as err:
+        raise RobustMMError(f"Cannot read {path} ({err.strerror or err}).") from err
+    if not isinstance(data, dict):
+        raise RobustMMError(f"The {what} file {path} is not a JSON object; remove it (or the run folder) to start afresh.")
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from robustmm.report import write_atomic
+
+    try:
+        write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as err:
+        raise RobustMMError(f"Cannot write {path} ({err.strerror or err}).") from err
 
 
 def rerender(run_dir: str | Path) -> Path:
-    """Re-render a run folder's report from its stored records and meta."""
-    from robustmm.records import load_run
+    """Re-render a run folder's report from its stored records and meta (nothing else is changed)."""
+    from robustmm.records import RecordStore, load_run
     from robustmm.report import render
     from robustmm.summary import summarize
 
     run_dir = Path(run_dir)
     records = load_run(run_dir)
+    if RecordStore(run_dir / "records.jsonl").torn():
+        log.warning("%s ends in a torn line (an interrupted write); it is not counted. Rerun the attack command to "
+                    "resume the run.", run_dir / "records.jsonl")
     meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"run": run_dir.name}
-    seed = int(meta.get("seed", 0))
-    return render(summarize(records, seed=seed), run_dir, meta)
+    meta = _read_json(meta_path, "run metadata") if meta_path.is_file() else {"run": run_dir.name}
+    seed = int(meta.get("seed", 0)) if str(meta.get("seed", 0)).isdigit() else 0
+    spec = meta.get("spec") or {}
+    extra = {}
+    for dataset, state in (meta.get("sequential") or {}).items():
+        task = next((r.task for r in records if r.dataset == dataset), "")
+        extra[(task, dataset)] = sequential_lines(state, RunSpec(limit=spec.get("limit"), precision=spec.get("precision", 0.05)))
+    return render(summarize(records, seed=seed), run_dir, meta, extra)

@@ -14,15 +14,11 @@ from robustmm.compare import compare_runs
 from robustmm.errors import RobustMMError
 from robustmm.records import RecordStore
 from robustmm.summary import summarize
-from robustmm.types import AttackRecord, Status
+from records import make_record
 
 
 def _record(member, key, example, clean, adv, dataset="easy-vqa", text=None):
-    return AttackRecord(run="r", task="vqa", dataset=dataset, member=member, model=f"m-{member}", attack=key.split("(")[0],
-                        attack_key=key, modality="image", eps=0.1, example_id=example, answers=("yes",),
-                        text=text or f"question {example}?", adv_text=text or f"question {example}?", clean_prediction="yes",
-                        adv_prediction="yes" if adv else "no", clean_score=float(clean), adv_score=float(adv),
-                        status=Status.FAILED if adv else Status.SUCCEEDED)
+    return make_record(member, example, clean, adv, key=key, dataset=dataset, text=text)
 
 
 def _run(folder, rows):
@@ -31,43 +27,42 @@ def _run(folder, rows):
     return folder
 
 
-# run A: finetune robust on e0..e9 except e0; run B: finetune broken on e0..e5 (6 of 10)
-A_ROWS = [("finetune", "fgsm(eps=0.1)", f"e{i}", 1, i != 0) for i in range(10)]
-B_ROWS = [("finetune", "fgsm(eps=0.1)", f"e{i}", 1, i >= 6) for i in range(10)]
+# run A: finetune broken by the attack on e0 only; run B: finetune broken on e0..e5 (6 of 10)
+A_ROWS = [("finetune", "fgsm(eps=8/255)", f"e{i}", 1, i != 0) for i in range(10)]
+B_ROWS = [("finetune", "fgsm(eps=8/255)", f"e{i}", 1, i >= 6) for i in range(10)]
 
 
 def test_numbers_are_recomputed_from_both_runs_records(tmp_path):
-    extra_a = [("finetune", "pgd(eps=0.1)", "e0", 1, 1)]  # only in A
+    extra_a = [("finetune", "pgd-linf(eps=8/255)", "e0", 1, 1)]  # only in A
     a = RecordStore(_run(tmp_path / "a", A_ROWS + extra_a) / "records.jsonl").load()
-    b = RecordStore(_run(tmp_path / "b", B_ROWS + [("prompt", "fgsm(eps=0.1)", "e0", 1, 1)]) / "records.jsonl").load()
+    b = RecordStore(_run(tmp_path / "b", B_ROWS + [("prompt", "fgsm(eps=8/255)", "e0", 1, 1)]) / "records.jsonl").load()
     rows, only = compare_runs(a, b, "finetune")
     (c,) = rows
-    assert (c.a.n, c.b.n) == (10, 10)
+    # all 10 right clean in both runs; the attack breaks 1 of 10 in A and 6 of 10 in B; e1..e5 broken for B only
+    assert (c.a.n, c.b.n, c.n_both_correct) == (10, 10, 10)
+    assert c.a.asr == pytest.approx(0.1) and c.b.asr == pytest.approx(0.6)
+    assert c.difference == pytest.approx(0.5) and (c.only_a_broken, c.only_b_broken) == (0, 5)
+    assert c.p_value == pytest.approx(0.0625) and c.outcome == "tie"  # 5 discordant pairs cannot reach p < 0.05
     assert c.a.robust_accuracy == pytest.approx(0.9) and c.b.robust_accuracy == pytest.approx(0.4)
-    assert c.drop_difference == pytest.approx(0.6 - 0.1)
-    assert c.mcnemar["a_only"] == 5 and c.mcnemar["b_only"] == 0
-    assert c.drop_difference_ci[0] > 0 and c.significant
-    assert only == [("easy-vqa", "pgd(eps=0.1)", "only in A")]
+    assert only == [("easy-vqa", "pgd-linf(eps=8/255)", "only in A")]
 
 
 def test_the_same_run_twice_matches_its_own_summary(tmp_path):
-    rows = [(m, "fgsm(eps=0.1)", f"e{i}", i % 4 != 0, (i + (m == "prompt")) % 3 == 0) for m in ("prompt", "finetune") for i in range(30)]
+    rows = [(m, "fgsm(eps=8/255)", f"e{i}", i % 4 != 0, (i + (m == "prompt")) % 3 == 0) for m in ("prompt", "finetune") for i in range(30)]
     records = RecordStore(_run(tmp_path / "a", rows) / "records.jsonl").load()
     (within,) = summarize(records).comparisons
     (c,) = compare_runs(records, records, "prompt", "finetune")[0]
-    assert c.drop_difference == pytest.approx(within.drop_difference)
-    assert c.drop_difference_ci == pytest.approx(within.drop_difference_ci)
-    assert c.mcnemar == within.mcnemar
+    assert (c.difference, c.ci, c.p_value, c.p_holm) == (within.difference, within.ci, within.p_value, within.p_holm)
 
 
 def test_runs_made_from_different_data_or_members_are_refused(tmp_path):
     a = [_record(*row) for row in A_ROWS]
-    changed = [_record("finetune", "fgsm(eps=0.1)", "e0", 1, 1, text="another question?")]
+    changed = [_record("finetune", "fgsm(eps=8/255)", "e0", 1, 1, text="another question?")]
     with pytest.raises(RobustMMError, match="different inputs"):
         compare_runs(a, changed, "finetune")
     with pytest.raises(RobustMMError, match="no records of member 'prompt'"):
         compare_runs(a, a, "prompt")
-    other = [_record("finetune", "fgsm(eps=0.1)", "e0", 1, 1, dataset="easy-ve")]
+    other = [_record("finetune", "fgsm(eps=8/255)", "e0", 1, 1, dataset="easy-ve")]
     with pytest.raises(RobustMMError, match="share no attack setting"):
         compare_runs(a, other, "finetune")
 
@@ -82,10 +77,10 @@ def test_cli_writes_markdown_and_json_and_refuses_bad_input(tmp_path):
     result = _cli(a, b)
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "compare-a-vs-b-finetune.md").read_text()
-    assert "| fgsm | 25.5/255 | 100.0 → 90.0 | 10.0 | 100.0 → 40.0 | 60.0 | +50.0 [" in report
-    assert "significantly more (paired bootstrap 95% CI above 0) under 1" in report
+    assert "| fgsm | 8/255 | 10 | 10.0 | 60.0 | +50.0 [" in report and "| 0 / 5 | 0.0625 | 0.0625 |" in report
+    assert "no detectable difference under 1" in report
     data = json.loads((tmp_path / "compare-a-vs-b-finetune.json").read_text())
-    assert data["comparisons"][0]["mcnemar"] == {"a_only": 5, "b_only": 0, "p_value": pytest.approx(0.0625)}
+    assert data["comparisons"][0]["p_value"] == pytest.approx(0.0625) and data["comparisons"][0]["outcome"] == "tie"
 
     for args, message in (((a, tmp_path / "nope"), "has no records.jsonl"),
                           ((a, b, "--member", "base"), "is not one of"),
@@ -109,7 +104,7 @@ def test_runs_with_the_same_folder_name_are_told_apart_by_their_parent_folders(t
 
 
 def test_comparing_each_member_of_the_same_two_runs_writes_two_files(tmp_path):
-    prompt_rows = [("prompt", "fgsm(eps=0.1)", f"e{i}", 1, i % 2 == 0) for i in range(10)]
+    prompt_rows = [("prompt", "fgsm(eps=8/255)", f"e{i}", 1, i % 2 == 0) for i in range(10)]
     a, b = _run(tmp_path / "a", A_ROWS + prompt_rows), _run(tmp_path / "b", B_ROWS + prompt_rows)
     for args in ((), ("--member", "prompt"), ("--member", "prompt", "--member-b", "finetune")):
         result = _cli(a, b, *args)

@@ -39,19 +39,30 @@ def _comparable(records):
 def test_evaluate_in_memory_same_examples_for_both_models(tiny_pair_dir):
     dataset = load_dataset("easy-vqa", split="test", limit=12, seed=0)
     attacks = expand_eps([get_attack("fgsm", eps="2/255"), get_attack("noise-linf", eps="8/255")], [2 / 255, 8 / 255])
+    assert [a.key() for a in attacks] == ["fgsm(eps=2/255)", "fgsm(eps=8/255)", "noise-linf(eps=2/255)", "noise-linf(eps=8/255)"]
     summary = evaluate(_pair(tiny_pair_dir), dataset, attacks, batch_size=5, seed=0)
     assert len(summary.records) == 2 * len(attacks) * len(dataset)
     for comparison in summary.comparisons:
-        assert comparison.prompt.n == comparison.finetune.n == len(dataset)
+        assert comparison.a.n == comparison.b.n == len(dataset)
     by_member = {}
     for r in summary.records:
         by_member.setdefault((r.member, r.attack_key), set()).add(r.example_id)
     assert len({frozenset(v) for v in by_member.values()}) == 1  # the same examples everywhere
-    for r in summary.records:
-        if r.clean_score == 0:
-            assert r.status is Status.SKIPPED and r.adv_prediction == r.clean_prediction
+    for r in summary.records:  # one definition of correct: SKIPPED = wrong clean, SUCCEEDED = right clean, wrong attacked
+        assert (r.status is Status.SKIPPED) == (r.clean_score < 0.5)
+        assert (r.status is Status.SUCCEEDED) == (r.clean_score >= 0.5 and r.adv_score < 0.5)
+        if r.status is Status.SKIPPED:
+            assert r.adv_prediction == r.clean_prediction and r.queries == 0
         if r.linf is not None:
             assert r.linf <= r.eps + 1e-6
+
+
+def test_eps_lists_apply_to_their_own_norm_only():
+    attacks = [get_attack("fgsm"), get_attack("pgd-l2"), get_attack("embed-fgsm"), get_attack("blank-image")]
+    keys = [a.key() for a in expand_eps(attacks, [1 / 255, 4 / 255], [0.5])]
+    assert keys == ["fgsm(eps=1/255)", "fgsm(eps=4/255)", "pgd-l2(eps=0.5, steps=10, alpha=0.125, random_start=True)",
+                    "embed-fgsm(eps=0.1, target=both)", "blank-image(gray=0.5)"]
+    assert [a.key() for a in expand_eps(attacks, [], [])] == [a.key() for a in attacks]
 
 
 def test_embedding_attack_records_keep_the_clean_embedding_scale(tiny_pair_dir):
@@ -66,40 +77,34 @@ def test_embedding_attack_records_keep_the_clean_embedding_scale(tiny_pair_dir):
             assert r.image_rms is None and r.text_rms is None
     row = summary.records[0].to_json()
     assert AttackRecord.from_json(row) == summary.records[0]
-    del row["image_rms"], row["text_rms"]  # records written before the fields existed still load
+    del row["image_rms"], row["text_rms"], row["details"]  # records written before the fields existed still load
     assert AttackRecord.from_json(row).image_rms is None
 
 
-def test_summary_numbers_recomputed_from_records(tiny_pair_dir, tmp_path):
+def test_summary_numbers_recomputed_from_the_stored_records(tiny_pair_dir, tmp_path):
     dataset = load_dataset("easy-vqa", split="test", limit=16, seed=1)
     store = RecordStore(tmp_path / "records.jsonl")
     summary = evaluate(_pair(tiny_pair_dir), dataset, [get_attack("fgsm", eps="8/255")], batch_size=8, seed=0, store=store)
     rows = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * len(dataset)
     (c,) = summary.comparisons
-    for member, stats in (("prompt", c.prompt), ("finetune", c.finetune)):
-        mine = [r for r in rows if r["member"] == member]
-        clean = sum(r["clean_score"] for r in mine) / len(mine)
-        robust = sum(r["adv_score"] for r in mine) / len(mine)
-        assert stats.clean_accuracy == pytest.approx(clean)
-        assert stats.robust_accuracy == pytest.approx(robust)
-        assert stats.absolute_drop == pytest.approx(clean - robust)
-        assert stats.succeeded == sum(r["status"] == "succeeded" for r in mine)
-        assert stats.skipped == sum(r["status"] == "skipped" for r in mine)
-    both = {r["example_id"] for r in rows if r["member"] == "prompt" and r["clean_score"] >= 0.5} & {
-        r["example_id"] for r in rows if r["member"] == "finetune" and r["clean_score"] >= 0.5}
-    for member, stats in (("prompt", c.prompt), ("finetune", c.finetune)):
-        flipped = [r["adv_score"] < 0.5 for r in rows if r["member"] == member and r["example_id"] in both]
-        expected = sum(flipped) / len(flipped) if flipped else float("nan")
-        assert stats.n_both_correct == len(both)
-        assert (stats.success_rate_both_correct == pytest.approx(expected)) or (not flipped)
-    p_adv = {r["example_id"]: r["adv_score"] >= 0.5 for r in rows if r["member"] == "prompt"}
-    f_adv = {r["example_id"]: r["adv_score"] >= 0.5 for r in rows if r["member"] == "finetune"}
-    assert c.mcnemar["a_only"] == sum(p_adv[i] and not f_adv[i] for i in p_adv)
-    assert c.mcnemar["b_only"] == sum(f_adv[i] and not p_adv[i] for i in p_adv)
+    by = {m: {r["example_id"]: r for r in rows if r["member"] == m} for m in ("prompt", "finetune")}
+    for member, side in (("prompt", c.a), ("finetune", c.b)):
+        mine = list(by[member].values())
+        assert side.clean_accuracy == pytest.approx(sum(r["clean_score"] >= 0.5 for r in mine) / len(mine))
+        assert side.robust_accuracy == pytest.approx(sum(r["adv_score"] >= 0.5 for r in mine) / len(mine))
+        assert side.succeeded == sum(r["status"] == "succeeded" for r in mine)
+        assert side.skipped == sum(r["status"] == "skipped" for r in mine)
+    both = [i for i in by["prompt"] if by["prompt"][i]["clean_score"] >= 0.5 and by["finetune"][i]["clean_score"] >= 0.5]
+    assert c.n_both_correct == len(both)
+    only_p = sum(by["prompt"][i]["adv_score"] < 0.5 <= by["finetune"][i]["adv_score"] for i in both)
+    only_f = sum(by["finetune"][i]["adv_score"] < 0.5 <= by["prompt"][i]["adv_score"] for i in both)
+    assert (c.only_a_broken, c.only_b_broken) == (only_p, only_f)
+    if both:
+        assert c.difference == pytest.approx((only_f - only_p) / len(both))
 
 
-def test_record_store_drops_torn_line(tmp_path):
+def test_reading_records_never_changes_the_file_and_a_resume_sets_the_torn_tail_aside(tmp_path):
     store = RecordStore(tmp_path / "records.jsonl")
     record = AttackRecord(run="r", task="vqa", dataset="d", member="prompt", model="m", attack="fgsm", attack_key="fgsm()",
                           modality="image", eps=0.1, example_id="e1", answers=("a",), text="t", adv_text="t",
@@ -107,8 +112,97 @@ def test_record_store_drops_torn_line(tmp_path):
     store.append([record])
     with open(store.path, "a") as handle:
         handle.write('{"run": "r", "task": "vq')  # a kill in the middle of a write
-    assert store.load() == [record]
-    assert store.path.read_text().endswith("\n")
+    before = store.path.read_bytes()
+    assert store.load() == [record] and store.torn()
+    assert store.path.read_bytes() == before  # loading only reads
+    aside = store.set_aside_torn_tail()
+    assert aside.read_text() == '{"run": "r", "task": "vq' and store.path.read_text().endswith("\n") and not store.torn()
+    assert store.set_aside_torn_tail() is None
+
+
+# ---------------------------------------------------------------------------
+# The invariant: a record is a pure function of (settings, member, attack key, example)
+# ---------------------------------------------------------------------------
+
+INVARIANCE_ATTACKS = ("fgsm:eps=4/255", "pgd-linf:eps=4/255,steps=3", "pgd-l2:eps=0.5,steps=2", "noise-linf:eps=8/255",
+                      "embed-fgsm:eps=0.05")
+
+
+@pytest.fixture(scope="module")
+def default_vqa_pair():
+    return load_pair("default", task="vqa", device="cpu")
+
+
+def _records(pair, dataset, batch_size, seed=0, attacks=INVARIANCE_ATTACKS):
+    from robustmm.attacks import parse_attack_spec
+
+    return evaluate(pair, dataset, [parse_attack_spec(a) for a in attacks], batch_size=batch_size, seed=seed).records
+
+
+def test_records_do_not_depend_on_batch_size_or_example_order(default_vqa_pair):
+    from robustmm.data.dataset import Dataset
+
+    dataset = load_dataset("easy-vqa", split="test", limit=24, seed=0)
+    reference = _comparable(_records(default_vqa_pair, dataset, 8))
+    assert len(reference) == 2 * len(INVARIANCE_ATTACKS) * 24
+    for batch_size in (1, 32):
+        assert _comparable(_records(default_vqa_pair, dataset, batch_size)) == reference
+    shuffled = Dataset(dataset.name, dataset.split, dataset.task, tuple(reversed(dataset.examples)), dataset.candidates)
+    assert _comparable(_records(default_vqa_pair, shuffled, 5)) == reference
+
+
+def test_both_members_get_the_same_random_draws_and_the_seed_changes_them(default_vqa_pair, monkeypatch):
+    from robustmm import seeding
+
+    seen = []
+    draw = seeding.per_example_uniform
+
+    def spy(seeds, shape, device="cpu", dtype=None):
+        seen.append(tuple(seeds))
+        return draw(seeds, shape, device)
+
+    monkeypatch.setattr(seeding, "per_example_uniform", spy)
+    dataset = load_dataset("easy-vqa", split="test", limit=8, seed=0)
+    records = _records(default_vqa_pair, dataset, 8, attacks=("pgd-linf:eps=4/255,steps=1",))
+    prompt_attacked = sum(r.member == "prompt" and r.status is not Status.SKIPPED for r in records)
+    assert len(seen) == 2 and len(seen[0]) == prompt_attacked
+    per_member = [dict(zip([r.example_id for r in records if r.member == m and r.status is not Status.SKIPPED], draws))
+                  for m, draws in zip(("prompt", "finetune"), seen)]
+    shared = set(per_member[0]) & set(per_member[1])
+    assert shared and all(per_member[0][i] == per_member[1][i] for i in shared)  # same example, same random start
+    seen.clear()
+    _records(default_vqa_pair, dataset, 8, seed=1, attacks=("pgd-linf:eps=4/255,steps=1",))
+    assert not set(seen[0]) & set(per_member[0].values())  # --seed changes every draw
+    noise = [_records(default_vqa_pair, dataset, 8, seed=s, attacks=("noise-linf:eps=8/255",)) for s in (0, 1)]
+    assert [r.l2 for r in noise[0]] != [r.l2 for r in noise[1]]
+
+
+def test_attacks_aim_at_the_gold_answer():
+    from robustmm.evaluate import gold_targets
+    from robustmm.types import Example, Task
+
+    candidates = ("two", "three", "four")
+    examples = [Example("a", None, "how many?", ("two",) * 3 + ("three",) * 7, Task.VQA),  # best-scoring answer: three
+                Example("b", None, "how many?", ("five",) * 10, Task.VQA),  # no candidate scores: -100
+                Example("c", None, "how many?", ("four",), Task.VQA)]
+    assert gold_targets(examples, candidates, "vqa").tolist() == [1, -100, 2]
+
+
+def test_the_runner_passes_gold_targets_and_the_run_seed(default_vqa_pair, monkeypatch):
+    from robustmm.attacks.image import FGSM
+    from robustmm.evaluate import gold_targets
+
+    dataset = load_dataset("easy-vqa", split="test", limit=8, seed=0)
+    seen = []
+    run = FGSM.run
+
+    def spy(self, model, batch):
+        seen.append((batch.targets.tolist(), gold_targets(batch.examples, model.candidates, "vqa").tolist(), batch.seed))
+        return run(self, model, batch)
+
+    monkeypatch.setattr(FGSM, "run", spy)
+    _records(default_vqa_pair, dataset, 8, seed=5, attacks=("fgsm",))
+    assert seen and all(targets == gold and seed == 5 for targets, gold, seed in seen)
 
 
 def _attack_args(tiny_pair_dir, out, name):
@@ -184,6 +278,10 @@ def test_markdown_escaping():
     (["--attack", "fgsm", "--eps", "eight"], "eps"),
     (["--attack", "fgsm:eps=-1"], "eps"),
     (["--attack", "fgsm:speed=3"], "no parameter"),
+    (["--attack", "fgsm", "--seed", "-1"], "seed must be"),
+    (["--attack", "fgsm", "--name", "../.."], "single folder name"),
+    (["--attack", "pgd-l2", "--eps-l2", "0"], "eps-l2"),
+    (["--attack", "fgsm", "--until-decided", "--precision", "2"], "precision"),
 ])
 def test_bad_attack_input_exits_2_with_one_sentence(tiny_pair_dir, tmp_path, bad_args, message):
     result = _cli("attack", "--prompt-tuned", str(tiny_pair_dir / "easy-vqa" / "prompt"), "--finetuned",
@@ -213,7 +311,7 @@ def test_missing_pair_files_empty_dataset_and_unwritable_output(tiny_pair_dir, t
     prompts = load_file(str(moved / "prompts.safetensors"))
     save_file({k: v + 1.0 for k, v in prompts.items()}, str(moved / "prompts.safetensors"))
     changed = _cli(*args, "--base", str(tiny_pair_dir / "base"))
-    assert changed.returncode == 2 and "easy-vqa/prompt changed since" in changed.stderr and "Traceback" not in changed.stderr
+    assert changed.returncode == 2 and "the model weights changed" in changed.stderr and "Traceback" not in changed.stderr
     assert len(RecordStore(tmp_path / "runs" / "moved" / "records.jsonl").load()) == 4
 
     empty = tmp_path / "vqa"
@@ -235,3 +333,44 @@ def test_missing_pair_files_empty_dataset_and_unwritable_output(tiny_pair_dir, t
                   str(tiny_pair_dir / "easy-vqa" / "finetune"), "--dataset", "easy-vqa", "--limit", "4", "--attack", "fgsm",
                   "--out", str(blocker / "runs"))
     assert result.returncode == 2 and "not writable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_folder_refuses_settings_that_changed_and_names_what_changed(tiny_pair_dir, tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[[attack]]\nname = "fgsm"\neps = "4/255"\n')
+    args = ["attack", "--prompt-tuned", str(tiny_pair_dir / "easy-vqa" / "prompt"), "--finetuned",
+            str(tiny_pair_dir / "easy-vqa" / "finetune"), "--dataset", "easy-vqa", "--limit", "4", "--preset", str(preset),
+            "--device", "cpu", "--out", str(tmp_path / "runs"), "--name", "mine"]
+    assert _cli(*args).returncode == 0
+    assert _cli(*args, "--batch-size", "3").returncode == 0  # the batch size is not part of a run's identity
+    preset.write_text('[[attack]]\nname = "fgsm"\neps = "8/255"\n')  # the same preset name, edited
+    edited = _cli(*args)
+    assert edited.returncode == 2 and "the attack settings" in edited.stderr and "Traceback" not in edited.stderr
+    seeded = _cli(*args[:-2], "--name", "other", "--seed", "3")
+    assert seeded.returncode == 0
+    run = json.loads((tmp_path / "runs" / "other" / "run.json").read_text())
+    assert run["spec"]["seed"] == 3 and run["identity"]["sample"]["seed"] == 3
+    # without --name the folder is named by the identity digest, so changed settings get a new folder
+    unnamed = _cli(*args[:-2])
+    assert unnamed.returncode == 0 and len(list((tmp_path / "runs").glob("run-*"))) == 1
+
+
+def test_until_decided_grows_the_sample_in_rounds_and_reports_the_stopping_rule(tiny_pair_dir, tmp_path):
+    from robustmm.experiment import RunSpec, run_experiment
+
+    spec = RunSpec(prompt_tuned=str(tiny_pair_dir / "easy-vqa" / "prompt"), finetuned=str(tiny_pair_dir / "easy-vqa" / "finetune"),
+                   datasets=("easy-vqa",), limit=10, attacks=("blank-image",), until_decided=True, precision=0.3, device="cpu")
+    report, summary = run_experiment(spec, tmp_path, "seq")
+    meta = json.loads((tmp_path / "seq" / "meta.json").read_text())
+    state = meta["sequential"]["easy-vqa"]
+    n = state["n"]
+    assert n % 10 == 0 and n >= 10 and (state["stop"] or n == 9673)
+    assert all(s["half_width"] <= 0.3 for s in state["settings"].values()) == state["stop"]
+    assert len({r.example_id for r in summary.records}) == n  # every round's examples kept, none twice
+    text = report.read_text()
+    assert "Sequential sampling" in text and f"n = {n}" in text and "Waudby-Smith" in text
+    # the rounds are nested samples: the first 10 are the plain --limit 10 sample
+    from robustmm.data import load_dataset
+
+    first = {e.id for e in load_dataset("easy-vqa", split="test", limit=10, seed=0).examples}
+    assert first <= {r.example_id for r in summary.records}

@@ -21,17 +21,14 @@ from pathlib import Path
 import pytest
 
 from robustmm.metrics import (
-    absolute_drop,
+    CORRECT_THRESHOLD,
+    accuracy,
     answer_score,
     attack_success_rate,
-    bootstrap_ci,
     exact_match,
-    mcnemar,
-    mean,
+    is_correct,
     normalize_answer,
-    paired_bootstrap_ci,
     relative_drop,
-    robust_accuracy,
     vqa_accuracy,
 )
 from robustmm.types import Task
@@ -132,14 +129,16 @@ def test_answer_score_dispatches_on_task():
 
 
 # ---------------------------------------------------------------------------
-# robustness building blocks
+# one definition of correct, accuracy, success rate
 # ---------------------------------------------------------------------------
 
 
-def test_mean_and_robust_accuracy():
-    assert mean([1.0, 0.0, 0.5, 0.5]) == 0.5
-    assert math.isnan(mean([]))
-    assert robust_accuracy([1.0, 0.3, 0.0, 0.9]) == pytest.approx(0.55)
+def test_one_correctness_threshold():
+    # VQA v2: >= 0.5 means at least two of ten annotators (scores 0.6, 0.9, 1.0); 0.3 (one annotator) is not correct
+    assert CORRECT_THRESHOLD == 0.5
+    assert [is_correct(s) for s in (0.0, 0.3, 0.5, 0.6, 0.9, 1.0)] == [False, False, True, True, True, True]
+    assert accuracy([1.0, 0.3, 0.6, 0.0]) == 0.5
+    assert math.isnan(accuracy([]))
 
 
 def test_attack_success_rate():
@@ -152,120 +151,10 @@ def test_attack_success_rate():
         attack_success_rate([True, False], [True])
 
 
-def test_drops():
-    assert absolute_drop(0.8, 0.5) == pytest.approx(0.3)
+def test_relative_drop():
     assert relative_drop(0.8, 0.5) == pytest.approx(0.375)  # 0.3 / 0.8
     assert relative_drop(0.5, 0.5) == 0.0
-    assert absolute_drop(0.4, 0.6) == pytest.approx(-0.2)  # robust above clean: negative drop
     assert math.isnan(relative_drop(0.0, 0.0))
-
-
-# ---------------------------------------------------------------------------
-# bootstrap confidence intervals
-# ---------------------------------------------------------------------------
-
-
-def test_bootstrap_ci_contains_the_mean_and_is_deterministic():
-    values = [1.0] * 30 + [0.0] * 20  # mean 0.6
-    low, high = bootstrap_ci(values, n_resamples=500, seed=3)
-    assert low < 0.6 < high
-    assert 0.0 <= low and high <= 1.0
-    assert bootstrap_ci(values, n_resamples=500, seed=3) == (low, high)
-    assert bootstrap_ci(values, n_resamples=500, seed=4) != (low, high)
-
-
-def test_bootstrap_ci_narrows_with_more_data():
-    small = [1.0] * 12 + [0.0] * 8  # n = 20, mean 0.6
-    large = small * 20  # n = 400, same mean
-    s_low, s_high = bootstrap_ci(small, n_resamples=500, seed=0)
-    l_low, l_high = bootstrap_ci(large, n_resamples=500, seed=0)
-    assert l_low < 0.6 < l_high
-    # the width shrinks roughly with sqrt(n): sqrt(20/400) ~ 0.22; allow slack
-    assert (l_high - l_low) < 0.5 * (s_high - s_low)
-
-
-def test_bootstrap_ci_edge_cases():
-    assert all(math.isnan(x) for x in bootstrap_ci([]))
-    assert bootstrap_ci([0.7] * 10, n_resamples=50) == pytest.approx((0.7, 0.7))
-    wide = bootstrap_ci([0.0, 1.0] * 25, n_resamples=400, confidence=0.99, seed=1)
-    narrow = bootstrap_ci([0.0, 1.0] * 25, n_resamples=400, confidence=0.5, seed=1)
-    assert wide[0] <= narrow[0] <= 0.5 <= narrow[1] <= wide[1]
-
-
-def test_bootstrap_ci_custom_statistic():
-    import statistics
-
-    values = [0.0, 0.0, 1.0, 1.0, 1.0, 5.0, 5.0]
-    low, high = bootstrap_ci(values, statistic=statistics.median, n_resamples=200, seed=0)
-    assert low <= statistics.median(values) <= high
-    assert bootstrap_ci(values, statistic=statistics.median, n_resamples=200, seed=0) == (low, high)
-
-
-def test_paired_bootstrap_ci():
-    a = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0] * 5
-    b = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0] * 5
-    low, high = paired_bootstrap_ci(a, b, n_resamples=500, seed=0)
-    diff = mean(a) - mean(b)  # 6/8 - 3/8 = 0.375
-    assert diff == 0.375 and low <= diff <= high and low > 0
-    assert paired_bootstrap_ci(a, b, n_resamples=500, seed=0) == (low, high)
-    # identical models: every resampled difference is 0
-    assert paired_bootstrap_ci(a, a, n_resamples=100) == (0.0, 0.0)
-    # A always right, B always wrong: the difference is 1 in every resample
-    assert paired_bootstrap_ci([1.0] * 9, [0.0] * 9, n_resamples=100) == (1.0, 1.0)
-    with pytest.raises(ValueError):
-        paired_bootstrap_ci([1.0, 0.0], [1.0])
-
-
-def test_paired_bootstrap_is_narrower_than_unpaired_for_correlated_models():
-    # B = A except on 4 of 80 examples: the paired difference hardly varies across resamples
-    a = [1.0, 0.0] * 40
-    b = list(a)
-    for i in (0, 2, 4, 6):
-        b[i] = 0.0
-    low, high = paired_bootstrap_ci(a, b, n_resamples=500, seed=0)
-    a_low, a_high = bootstrap_ci(a, n_resamples=500, seed=0)
-    assert (high - low) < (a_high - a_low)
-
-
-# ---------------------------------------------------------------------------
-# McNemar's exact test
-# ---------------------------------------------------------------------------
-
-
-def pairs(a_only: int, b_only: int, both: int = 0, neither: int = 0) -> tuple[list[bool], list[bool]]:
-    a = [True] * a_only + [False] * b_only + [True] * both + [False] * neither
-    b = [False] * a_only + [True] * b_only + [True] * both + [False] * neither
-    return a, b
-
-
-@pytest.mark.parametrize(
-    "a_only, b_only, expected",
-    [
-        (0, 5, 0.0625),  # n=5, k=0: 2 * C(5,0)/2^5 = 2/32
-        (5, 0, 0.0625),  # symmetric
-        (1, 5, 0.21875),  # n=6, k=1: 2 * (1 + 6)/64 = 14/64
-        (0, 10, 0.001953125),  # n=10, k=0: 2 * 1/1024
-        (2, 8, 0.109375),  # n=10, k=2: 2 * (1 + 10 + 45)/1024 = 112/1024
-        (3, 3, 1.0),  # n=6, k=3: 2 * (1 + 6 + 15 + 20)/64 = 84/64 -> capped at 1
-        (1, 0, 1.0),  # n=1, k=0: 2 * 1/2 = 1
-    ],
-)
-def test_mcnemar_exact_p_values(a_only, b_only, expected):
-    a, b = pairs(a_only, b_only, both=7, neither=4)  # concordant pairs do not matter
-    result = mcnemar(a, b)
-    assert result["a_only"] == a_only and result["b_only"] == b_only
-    assert result["p_value"] == pytest.approx(expected)
-
-
-def test_mcnemar_no_discordant_pairs():
-    a, b = pairs(0, 0, both=5, neither=3)
-    assert mcnemar(a, b) == {"a_only": 0, "b_only": 0, "p_value": 1.0}
-    assert mcnemar([], []) == {"a_only": 0, "b_only": 0, "p_value": 1.0}
-
-
-def test_mcnemar_length_mismatch():
-    with pytest.raises(ValueError):
-        mcnemar([True, False], [True])
 
 
 def test_answer_score_single_gold_answer_is_exact_match_after_the_official_strip():

@@ -74,6 +74,16 @@ class Attack(ABC):
         if config is not None and params:
             raise RobustMMError(f"Give attack {self.name!r} either a config or parameters, not both.")
         self.config = config if config is not None else make_config(self.Config, params, self.name)
+        # the parameters as given (None when built from a config): a copy at another eps rebuilds from them, so
+        # values derived from eps (PGD's default step size) are derived again
+        self.params = None if config is not None else dict(params)
+
+    def with_eps(self, eps: float) -> "Attack":
+        """This attack at another budget ``eps``; defaults derived from eps (e.g. PGD's alpha) follow it
+        unless they were given explicitly."""
+        if self.params is not None:
+            return type(self)(**{**self.params, "eps": float(eps)})
+        return type(self)(config=dataclasses.replace(self.config, eps=float(eps)))
 
     @abstractmethod
     def run(self, model, batch: AttackBatch) -> AttackResult:

@@ -122,7 +122,7 @@ class EmbeddingFGSM(Attack):
         check_batch(batch)
         if len(batch) == 0:
             return empty_result(model, batch)
-        eps, target, device = self.config.eps, self.config.target, model.device
+        target, device = self.config.target, model.device
         pixels = batch.pixels.detach().to(device=device, dtype=torch.float32)
         b = pixels.shape[0]
         with attack_mode(model), Stopwatch(device) as clock:

@@ -30,16 +30,24 @@ class Dataset:
     def __iter__(self) -> Iterator[Example]:
         return iter(self.examples)
 
+    def sample_order(self, seed: int | None = 0) -> list[int]:
+        """Every example index in the order a seeded sample draws them (dataset order if seed is None)."""
+        order = list(range(len(self.examples)))
+        if seed is not None:
+            random.Random(seed).shuffle(order)
+        return order
+
     def subset(self, limit: int | None, seed: int | None = 0) -> "Dataset":
-        """At most ``limit`` examples: a seeded random sample kept in dataset order (first ``limit`` if seed is None)."""
+        """At most ``limit`` examples: the first ``limit`` of :meth:`sample_order`, kept in dataset order.
+
+        Samples are nested: the sample of ``limit`` examples holds the sample of any smaller limit (with
+        the same seed), which lets a run grow its sample in rounds (``--until-decided``).
+        """
         if limit is None or limit >= len(self.examples):
             return self
         if limit < 1:
             raise RobustMMError(f"limit must be a positive number of examples, got {limit}.")
-        if seed is None:
-            chosen = range(limit)
-        else:
-            chosen = sorted(random.Random(seed).sample(range(len(self.examples)), limit))
+        chosen = sorted(self.sample_order(seed)[:limit])
         return Dataset(self.name, self.split, self.task, tuple(self.examples[i] for i in chosen), self.candidates)
 
 
@@ -103,4 +111,10 @@ def load_dataset(
     if len(dataset) == 0:
         source = f" (files in {options['root']})" if options.get("root") is not None else ""
         raise RobustMMError(f"Dataset {name!r} split {split!r} has no examples{source}.")
+    seen: set[str] = set()
+    for example in dataset.examples:
+        if example.id in seen:
+            raise RobustMMError(f"Dataset {name!r} split {split!r} has two examples with id {example.id!r}; "
+                                "example ids must be unique (records and random draws are keyed by them).")
+        seen.add(example.id)
     return dataset.subset(limit, seed)
