@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from robustmm.errors import RobustMMError
+from robustmm.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +223,6 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     ``progress_factory(dataset, pair, attacks, total)`` makes the runner's progress callback per dataset;
     ``fresh`` refuses a folder that already holds records instead of resuming it.
     """
-    from robustmm.evaluate import ImageBank, run_attacks
-    from robustmm.gallery import Gallery
-    from robustmm.records import RecordStore
-    from robustmm.report import render
-    from robustmm.summary import summarize
-
     check_name(name)
     attacks, pools, pairs, device = load_everything(spec)
     identity = run_identity(spec, attacks, pools, pairs, device)
@@ -236,6 +231,19 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
     if fresh and (run_dir / "records.jsonl").exists():
         raise RobustMMError(f"Run folder {run_dir} already holds records; remove it or choose another --name to start afresh.")
     _check_writable(run_dir)
+    with RunLock(run_dir):
+        return _run_in(spec, run_dir, run_name, identity, attacks, pools, pairs, device, command, progress_factory)
+
+
+def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks, pools, pairs, device, command: str,
+            progress_factory: Callable | None) -> tuple[Path, object]:
+    """The run itself, in a folder this process holds the lock of."""
+    from robustmm.evaluate import ImageBank, run_attacks
+    from robustmm.gallery import Gallery
+    from robustmm.records import RecordStore
+    from robustmm.report import render
+    from robustmm.summary import summarize
+
     config_path = run_dir / "run.json"
     if config_path.exists():
         stored = _read_json(config_path, "run settings")
@@ -265,6 +273,8 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
                 dataset = pool.subset(n, spec.seed)
                 ours = run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
                                    store=store, existing=existing, progress=progress, gallery=gallery, images=images)
+                known = {r.key for r in existing}
+                existing = existing + [r for r in ours if r.key not in known]  # this round's new records
                 if not spec.until_decided:
                     break
                 decided = sequential_state(ours, pool, n, spec)
@@ -368,11 +378,18 @@ def _write_json(path: Path, data: dict) -> None:
 
 def rerender(run_dir: str | Path) -> Path:
     """Re-render a run folder's report from its stored records and meta (nothing else is changed)."""
+    if not (Path(run_dir) / "records.jsonl").is_file():
+        raise RobustMMError(f"Run folder {run_dir} has no records.jsonl.")
+    run_dir = Path(run_dir)
+    with RunLock(run_dir, "robustmm report"):
+        return _rerender(run_dir)
+
+
+def _rerender(run_dir: Path) -> Path:
     from robustmm.records import RecordStore, load_run
     from robustmm.report import render
     from robustmm.summary import summarize
 
-    run_dir = Path(run_dir)
     records = load_run(run_dir)
     if RecordStore(run_dir / "records.jsonl").torn():
         log.warning("%s ends in a torn line (an interrupted write); it is not counted. Rerun the attack command to "

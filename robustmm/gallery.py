@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from robustmm.errors import RobustMMError
+from robustmm.files import read_json_lines
 from robustmm.types import AttackRecord, Status
 
 
@@ -27,12 +29,9 @@ class Gallery:
         self.per_attack = per_attack
         self.index = self.folder / "gallery.jsonl"
         self.counts: dict[tuple, int] = {}
-        if self.index.exists():
-            for line in self.index.read_text().splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    key = (entry["dataset"], entry["attack_key"], entry["member"])
-                    self.counts[key] = self.counts.get(key, 0) + 1
+        for entry in self.entries():
+            key = (entry.get("dataset"), entry.get("attack_key"), entry.get("member"))
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def add(self, record: AttackRecord, clean: torch.Tensor, adversarial: torch.Tensor) -> None:
         """Save ``record``'s example if it succeeded and its slot is free; images (3, H, W) in [0, 1]."""
@@ -61,6 +60,16 @@ class Gallery:
         self.counts[key] = self.counts.get(key, 0) + 1
 
     def entries(self) -> list[dict]:
+        """The saved examples' entries; a corrupt index is one sentence (it can be deleted: the gallery is optional)."""
         if not self.index.exists():
             return []
-        return [json.loads(line) for line in self.index.read_text().splitlines() if line.strip()]
+        try:
+            entries = read_json_lines(self.index, "Gallery index")
+        except RobustMMError as err:
+            raise RobustMMError(f"{err} Delete {self.index} (the gallery is optional) and rerun.") from err
+        needed = ("dataset", "attack_key", "member", "image", "text", "adv_text", "clean_prediction", "adv_prediction")
+        for number, entry in enumerate(entries, start=1):
+            if not all(isinstance(entry.get(k), str) for k in needed):
+                raise RobustMMError(f"Entry {number} of gallery index {self.index} lacks {', '.join(needed)}; delete the "
+                                    "file (the gallery is optional) and rerun.")
+        return entries

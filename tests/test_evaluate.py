@@ -366,7 +366,8 @@ def test_until_decided_grows_the_sample_in_rounds_and_reports_the_stopping_rule(
     n = state["n"]
     assert n % 10 == 0 and n >= 10 and (state["stop"] or n == 9673)
     assert all(s["half_width"] <= 0.3 for s in state["settings"].values()) == state["stop"]
-    assert len({r.example_id for r in summary.records}) == n  # every round's examples kept, none twice
+    assert len({r.example_id for r in summary.records}) == n  # every round's examples kept
+    assert len(summary.records) == 2 * n and len({r.key for r in summary.records}) == 2 * n  # none computed twice
     text = report.read_text()
     assert "Sequential sampling" in text and f"n = {n}" in text and "Waudby-Smith" in text
     # the rounds are nested samples: the first 10 are the plain --limit 10 sample

@@ -30,6 +30,7 @@ from collections import defaultdict
 from robustmm.data import easy_vqa
 from robustmm.data.dataset import Dataset, register_dataset
 from robustmm.errors import RobustMMError
+from robustmm.files import read_json_lines
 from robustmm.paths import cache_dir
 from robustmm.types import VE_LABELS, Example, Task
 
@@ -122,9 +123,9 @@ def cached_rows(split: str) -> list[dict]:
         os.replace(tmp, path)
         return rows
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except ValueError as err:
-        raise RobustMMError(f"Cached easy-VE file {path} is corrupt; delete it to regenerate it.") from err
+        return read_json_lines(path, "Cached easy-VE file")
+    except RobustMMError as err:
+        raise RobustMMError(f"{err} Delete {path} to regenerate it.") from err
 
 
 @register_dataset("easy-ve", "visual entailment derived from easy-VQA images (generated offline); splits train/test")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from robustmm.errors import RobustMMError
 
+MAX_PIXELS = 50_000_000  # larger images are refused before decoding (Pillow warns at 89M and refuses at 179M)
+
 
 def open_image(image):
     """Return ``image`` (a path or a PIL image) as an RGB ``PIL.Image``.
@@ -19,12 +21,19 @@ def open_image(image):
     path = Path(image)
     if not path.is_file():
         raise RobustMMError(f"Image file {path} does not exist.")
+    if path.stat().st_size == 0:
+        raise RobustMMError(f"Image file {path} is empty (0 bytes).")
     try:
         with Image.open(path) as handle:
+            if handle.width * handle.height > MAX_PIXELS:
+                raise RobustMMError(f"Image file {path} is {handle.width}x{handle.height} pixels, more than the "
+                                    f"{MAX_PIXELS:,} robustmm decodes; downscale it first.")
             handle.load()
             return handle.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise RobustMMError(f"Image file {path} is too large to decode safely ({err}).") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise RobustMMError(f"Image file {path} is unreadable or corrupt ({type(err).__name__}).") from err
+        raise RobustMMError(f"Image file {path} is unreadable or corrupt ({type(err).__name__}: {err}).") from err
 
 
 def to_tensor(images, size: int):

@@ -9,11 +9,11 @@ then ``root/images``, then ``root``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from robustmm.data.dataset import Dataset, register_dataset
 from robustmm.errors import RobustMMError
+from robustmm.files import read_json_lines, text_field
 from robustmm.types import VE_LABELS, Example, Task
 
 
@@ -40,21 +40,14 @@ def load_snli_ve(split: str = "test", root: str | Path | None = None, images: st
     folder = image_folder(root, images)
     available = {p.name for p in folder.glob("*.jpg")}
     examples = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            image_id, text, label = str(row["Flickr30K_ID"]), str(row["sentence2"]), str(row["gold_label"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise RobustMMError(
-                f"Line {number} of {path} is not an SNLI-VE record with Flickr30K_ID, sentence2 and gold_label ({err})."
-            ) from err
+    for number, row in enumerate(read_json_lines(path, "SNLI-VE file"), start=1):
+        where = f"Record {number} of {path}"
+        image_id, text, label = (text_field(row, k, where) for k in ("Flickr30K_ID", "sentence2", "gold_label"))
         if label not in VE_LABELS:
-            raise RobustMMError(f"Line {number} of {path} has unknown gold_label {label!r} (expected {', '.join(VE_LABELS)}).")
+            raise RobustMMError(f"{where} has unknown gold_label {label!r} (expected {', '.join(VE_LABELS)}).")
         name = f"{image_id}.jpg"
         if name not in available:
-            raise RobustMMError(f"Image {name} for line {number} of {path} is missing from {folder}.")
+            raise RobustMMError(f"Image {name} for record {number} of {path} is missing from {folder}.")
         examples.append(
             Example(
                 id=f"snli-ve/{split}/{row.get('pairID', number)}",

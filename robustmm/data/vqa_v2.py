@@ -20,18 +20,14 @@ from pathlib import Path
 
 from robustmm.data.dataset import Dataset, register_dataset
 from robustmm.errors import RobustMMError
+from robustmm.files import read_json, read_text, text_field
 from robustmm.types import Example, Task
 
 
-def read_json(path: Path, key: str) -> list[dict]:
+def read_list(path: Path, key: str) -> list[dict]:
     """The list under ``key`` of an official JSON file, or a clear error."""
-    if not path.is_file():
-        raise RobustMMError(f"VQA v2 file {path} does not exist.")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RobustMMError(f"VQA v2 file {path} is not valid JSON ({err}).") from err
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+    data = read_json(path, "VQA v2 file")
+    if not isinstance(data.get(key), list):
         raise RobustMMError(f"VQA v2 file {path} has no '{key}' list at its top level.")
     return data[key]
 
@@ -52,7 +48,7 @@ def read_candidates(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     if not path.is_file():
         raise RobustMMError(f"Answer-candidate file {path} does not exist.")
-    text = path.read_text()
+    text = read_text(path, "Answer-candidate file")
     try:
         items = json.loads(text) if text.lstrip().startswith("[") else [line.strip() for line in text.splitlines()]
     except ValueError as err:
@@ -79,15 +75,16 @@ def load_vqa_v2(
         raise RobustMMError(f"VQA v2 folder {root} does not exist.")
     q_path = root / f"v2_OpenEnded_mscoco_{split}_questions.json"
     a_path = root / f"v2_mscoco_{split}_annotations.json"
-    questions = read_json(q_path, "questions")
-    annotations = read_json(a_path, "annotations")
+    questions = read_list(q_path, "questions")
+    annotations = read_list(a_path, "annotations")
     folder = image_folder(root, split, images)
     available = {p.name for p in folder.glob(f"COCO_{split}_*.jpg")}
 
     by_qid: dict[int, dict] = {}
     for ann in annotations:
         try:
-            answers = tuple(str(a["answer"]) for a in ann["answers"])
+            answers = tuple(text_field(a, "answer", f"An answer of question {ann.get('question_id')} in {a_path}")
+                            for a in ann["answers"])
             by_qid[int(ann["question_id"])] = {"answers": answers, "mc": str(ann.get("multiple_choice_answer", ""))}
         except (KeyError, TypeError, ValueError) as err:
             raise RobustMMError(f"VQA v2 file {a_path} has an annotation without question_id/answers ({err}).") from err
@@ -95,9 +92,10 @@ def load_vqa_v2(
     examples = []
     for q in questions:
         try:
-            qid, image_id, text = int(q["question_id"]), int(q["image_id"]), str(q["question"])
+            qid, image_id = int(q["question_id"]), int(q["image_id"])
         except (KeyError, TypeError, ValueError) as err:
-            raise RobustMMError(f"VQA v2 file {q_path} has a question without question_id/image_id/question ({err}).") from err
+            raise RobustMMError(f"VQA v2 file {q_path} has a question without question_id/image_id ({err}).") from err
+        text = text_field(q, "question", f"Question {qid} in {q_path}")
         if qid not in by_qid:
             raise RobustMMError(f"Question {qid} in {q_path} has no annotation in {a_path}.")
         name = f"COCO_{split}_{image_id:012d}.jpg"
