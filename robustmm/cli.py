@@ -280,7 +280,8 @@ SEED_HELP = "Default: the recipe's (the shipped pair's)."
 
 @tune_app.command("recipe")
 def tune_recipe(
-    out: Path = typer.Option(Path("robustmm/checkpoints/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/."),
+    out: Path = typer.Option(Path("pairs/default"), help="Folder for base/ and <dataset>/{finetune,prompt}/ (stages already "
+                             "there with the same settings are kept; the shipped pair: --out robustmm/checkpoints/default)."),
     seed: int = typer.Option(None, help="Seed of the whole recipe. " + SEED_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or auto; the shipped pair was made on cpu."),
     precision: str = typer.Option(None, help=PRECISION_HELP + " Sets every stage; default: the recipe's (fp32)."),

@@ -20,8 +20,3 @@ def cache_dir(*parts: str) -> Path:
 def package_root() -> Path:
     """The installed ``robustmm`` package folder."""
     return Path(__file__).resolve().parent
-
-
-def repo_root() -> Path:
-    """The source checkout that holds ``attacks/`` and ``reports/`` (parent of the package)."""
-    return package_root().parent

@@ -427,3 +427,20 @@ def test_blank_image_is_the_blind_baseline(tiny_vqa_model):
     assert torch.equal(pixels, batch.pixels)  # the clean batch is untouched
     with pytest.raises(RobustMMError):
         get_attack("blank-image", gray=2)
+
+
+def test_presets_ship_inside_the_package(tmp_path):
+    """A wheel carries the presets (robustmm/presets links to the top-level attacks/ folder users edit)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from robustmm.attacks.presets import presets_dir
+
+    assert (presets_dir() / "default.toml").is_file() and presets_dir().resolve().name == "attacks"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(root), "-w",
+                    str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("robustmm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"robustmm/presets/{p.name}" for p in (root / "attacks").glob("*.toml")} <= names

@@ -479,3 +479,22 @@ def test_shipped_pair_loads_as_a_checked_pair():
     for task in ("vqa", "ve"):
         pair = load_pair("default", task=task, device="cpu")
         assert pair.prompt_tuned.info.trainable_parameters <= 0.05 * pair.prompt_tuned.info.total_parameters
+
+
+def test_tune_recipe_reuses_only_stages_made_with_the_same_settings(tmp_path):
+    import json as _json
+    from dataclasses import asdict
+
+    from robustmm.tuning.pair import _stage
+
+    folder = tmp_path / "easy-vqa" / "finetune"
+    folder.mkdir(parents=True)
+    stage = StageConfig(epochs=2, lr=1e-3)
+    (folder / "config.json").write_text(_json.dumps({"stage": asdict(stage), "seed": 1, "stats": {"seconds": 5.0}}))
+    ran = []
+    assert _stage(folder, {"stage": asdict(stage), "seed": 1}, lambda: ran.append(1)) == {"seconds": 5.0, "reused": True}
+    with pytest.raises(RobustMMError, match=r"other settings \(stage differ\)"):
+        _stage(folder, {"stage": asdict(StageConfig(epochs=2, lr=3e-4)), "seed": 1}, lambda: ran.append(1))
+    with pytest.raises(RobustMMError, match=r"seed differ"):
+        _stage(folder, {"stage": asdict(stage), "seed": 2}, lambda: ran.append(1))
+    assert _stage(tmp_path / "new", {}, lambda: {"trained": True}) == {"trained": True} and not ran

@@ -18,17 +18,18 @@ list of attacks; ``list_presets()`` -> ``{name: path}``.
 
 from __future__ import annotations
 
+import importlib.resources
 import tomllib
 from pathlib import Path
 
 from robustmm.attacks.base import Attack, get_attack
 from robustmm.errors import RobustMMError
-from robustmm.paths import repo_root
 
 
 def presets_dir() -> Path:
-    """The folder of built-in presets (``attacks/`` next to the package)."""
-    return repo_root() / "attacks"
+    """The folder of built-in presets: ``robustmm/presets``, a link to the source tree's top-level ``attacks/``
+    (the folder users edit) that a wheel install carries as package data."""
+    return Path(str(importlib.resources.files("robustmm") / "presets"))
 
 
 def list_presets(folder: str | Path | None = None) -> dict[str, Path]:

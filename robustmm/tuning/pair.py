@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -22,14 +23,35 @@ from robustmm.tuning.recipe import Recipe
 log = logging.getLogger(__name__)
 
 
-def _stage(folder: Path, run: Callable[[], dict]) -> dict:
-    """Run a stage unless its checkpoint already exists (then return the stats stored with it)."""
+# The recipe fields that determine the base (the rest only matter to the downstream stages).
+PRETRAINING_FIELDS = ("seed", "model", "pretrain", "objectives", "then_objectives", "then_epochs", "match_forms",
+                      "match_form_weights", "mismatch_color_share")
+
+
+def _stage(folder: Path, expected: dict, run: Callable[[], dict]) -> dict:
+    """Run a stage unless its checkpoint already exists (then return the stats stored with it).
+
+    An existing checkpoint is reused only if it was made with the settings in ``expected`` (keys of its
+    config.json, ``recipe.<field>`` for a base's recipe fields); otherwise one sentence says which differ.
+    """
+    from robustmm.errors import RobustMMError
+    from robustmm.files import read_json
+
     config = folder / "config.json"
-    if config.is_file():
-        log.info("stage %s already done, skipping", folder)
-        stored = json.loads(config.read_text())
-        return dict(stored.get("stats", {}), reused=True)
-    return run()
+    if not config.is_file():
+        return run()
+    stored = read_json(config, "Checkpoint config")
+    differ = []
+    for key, value in expected.items():
+        section, _, field = key.partition(".")
+        have = (stored.get(section) or {}).get(field) if field else stored.get(section)
+        if json.loads(json.dumps(have)) != json.loads(json.dumps(value)):
+            differ.append(key)
+    if differ:
+        raise RobustMMError(f"Stage folder {folder} was made with other settings ({', '.join(differ)} differ); remove it, "
+                            "or give tune recipe another --out.")
+    log.info("stage %s already done with these settings, skipping", folder)
+    return dict(stored.get("stats", {}), reused=True)
 
 
 def make_pair(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> dict:
@@ -41,13 +63,17 @@ def make_pair(recipe: Recipe, out: Path, device: str | torch.device = "cpu") -> 
     out.mkdir(parents=True, exist_ok=True)
     report = {"recipe": recipe.to_dict(), "device": _describe(device), "stages": {}}
     start = time.perf_counter()
-    report["stages"]["pretrain"] = _stage(out / "base", lambda: pretrain(recipe, out / "base", device))
+    settings = recipe.to_dict()
+    base = {f"recipe.{k}": settings[k] for k in PRETRAINING_FIELDS}
+    report["stages"]["pretrain"] = _stage(out / "base", base, lambda: pretrain(recipe, out / "base", device))
     for name in recipe.datasets:
         ft, pt, prompt = recipe.for_dataset(name)
         report["stages"][f"{name}/finetune"] = _stage(
-            out / name / "finetune", lambda: finetune(out / "base", name, out / name / "finetune", ft, recipe.seed, device))
+            out / name / "finetune", {"stage": asdict(ft), "seed": recipe.seed},
+            lambda: finetune(out / "base", name, out / name / "finetune", ft, recipe.seed, device))
         report["stages"][f"{name}/prompt"] = _stage(
-            out / name / "prompt", lambda: prompt_tune(out / "base", name, out / name / "prompt", prompt, pt, recipe.seed, device))
+            out / name / "prompt", {"stage": asdict(pt), "seed": recipe.seed, "prompt": prompt.to_dict()},
+            lambda: prompt_tune(out / "base", name, out / name / "prompt", prompt, pt, recipe.seed, device))
     report["train_seconds"] = sum(stage.get("seconds", 0.0) for stage in report["stages"].values())
     report["base_matching"] = matching_breakdown(out / "base", device)
     report["base_matching_accuracy"] = report["base_matching"]["overall"]
