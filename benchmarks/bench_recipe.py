@@ -3,9 +3,9 @@
 The shipped recipe (``Recipe()``: seed 1, six pretraining objectives, GEGLU blocks with ffn_mult 2) and a
 variant each train ``STEPS`` steps of each of their five stages, alternating recipes stage by stage, in one
 process on one device. By default the variant is the wide-FFN recipe the shipped one replaced, read whole from
-``reports/wide-ffn/recipe.json`` (ffn_mult 4; easy-VQA prompts of length 64, 5 epochs at lr 5e-3 in batches of
-64; 20 easy-VE prompt epochs at lr 5e-3); ``--vs`` takes any other as JSON overrides of
-``Recipe`` fields (``robustmm.tuning.recipe_with_overrides``), e.g. fewer easy-VE prompt epochs:
+``benchmarks/wide-ffn-recipe.json``, that pair's own ``recipe.json`` (ffn_mult 4; easy-VQA prompts of length 64,
+5 epochs at lr 5e-3 in batches of 64; 20 easy-VE prompt epochs at lr 5e-3); ``--vs`` takes any other as JSON
+overrides of ``Recipe`` fields (``robustmm.tuning.recipe_with_overrides``), e.g. fewer easy-VE prompt epochs:
 ``--vs '{"prompt_tune_ve": {"epochs": 10}}'``. Each recipe's downstream slices start from its own
 slice-pretrained base, so a variant with another model config is timed with its own architecture.
 Seconds per step x the stage's full step count (``robustmm.tuning.step_count``) gives each stage's
@@ -30,9 +30,10 @@ from robustmm.models.prompts import PromptConfig
 from robustmm.tuning import (Recipe, StageConfig, finetune, pretrain, pretraining_facts, prompt_tune, recipe_with_overrides,
                              step_count)
 
-# The recipe.json of the pair shipped from 2026-11-25 to 2026-12-05 (its reports are beside it): the
-# whole recipe is read from it, so no field of the shipped recipe leaks into the variant.
-WIDE_FFN_RECIPE = Path(__file__).resolve().parents[1] / "reports" / "wide-ffn" / "recipe.json"
+# The recipe.json of the pair shipped from 2026-11-25 to 2026-12-05, kept beside this script (its reports were
+# removed from the tree; docs/studies.md has their numbers): the whole recipe is read from it, so no field of the
+# shipped recipe leaks into the variant.
+WIDE_FFN_RECIPE = Path(__file__).resolve().parent / "wide-ffn-recipe.json"
 
 
 def wide_ffn_recipe() -> Recipe:
