@@ -57,3 +57,49 @@ def text_field(row: dict, key: str, where: str) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool) or not str(value).strip():
         raise RobustMMError(f"{where} has no text in '{key}' (got {value!r}).")
     return str(value)
+
+
+def config_from_dict(cls, data, what: str):
+    """``cls(**data)`` for a dataclass of plain fields (int, float, bool, str, tuples of them, optional), with one
+    sentence for a non-object, an unknown key or a value of the wrong type (``what`` names the config)."""
+    import dataclasses
+    import typing
+
+    if not isinstance(data, dict):
+        raise RobustMMError(f"{what} must be a JSON object, not {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RobustMMError(f"{what} has an unknown key {unknown[0]!r}; it takes {', '.join(fields)}.")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _fits(value, hints.get(key)):
+            raise RobustMMError(f"{what} has {key} = {value!r}, which is not a {_name(hints.get(key))}.")
+    return cls(**data)
+
+
+def _fits(value, hint) -> bool:
+    import typing
+
+    if hint is None or hint is typing.Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple or hint is tuple:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, (list, tuple))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _name(hint) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))

@@ -26,8 +26,8 @@ def open_image(image):
     try:
         with Image.open(path) as handle:
             if handle.width * handle.height > MAX_PIXELS:
-                raise RobustMMError(f"Image file {path} is {handle.width}x{handle.height} pixels, more than the "
-                                    f"{MAX_PIXELS:,} robustmm decodes; downscale it first.")
+                raise RobustMMError(f"Image file {path} is {handle.width}x{handle.height} pixels, too large: robustmm "
+                                    f"decodes at most {MAX_PIXELS:,} pixels; downscale it first.")
             handle.load()
             return handle.convert("RGB")
     except Image.DecompressionBombError as err:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from robustmm.errors import RobustMMError
+from robustmm.files import config_from_dict, read_json
 from robustmm.models.base import ModelInfo
 from robustmm.models.lexicon import LEXICON_SOURCE, load_lexicon, load_tokenizer
 from robustmm.models.prompts import PromptConfig, PromptModule
@@ -48,11 +49,8 @@ def read_config(folder: Path) -> dict:
         raise RobustMMError(f"Checkpoint folder {folder} does not exist.")
     if not path.is_file():
         raise RobustMMError(f"Checkpoint folder {folder} has no config.json.")
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as err:
-        raise RobustMMError(f"Checkpoint config {path} is not valid JSON ({err}).") from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("kind") not in ("base", "finetune", "prompt"):
+    config = read_json(path, "Checkpoint config")
+    if config.get("format") != FORMAT or config.get("kind") not in ("base", "finetune", "prompt"):
         raise RobustMMError(f"Checkpoint config {path} is not a robustmm built-in model checkpoint ({FORMAT}).")
     return config
 
@@ -207,7 +205,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", base: str
         model = UnifiedVLM(backbone, tokenizer, task, candidates, None, info)
     else:
         backbone, _ = load_backbone(resolve_base(folder, config, base))
-        prompt_config = PromptConfig(**config.get("prompt", {}))
+        prompt_config = config_from_dict(PromptConfig, config.get("prompt", {}), f"The prompt section of {folder / 'config.json'}")
         c = backbone.config
         prompts = PromptModule(prompt_config, c.dim, c.encoder_layers, c.decoder_layers)
         prompts.load_materialised(_read_tensors(folder / "prompts.safetensors"))

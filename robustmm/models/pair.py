@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from robustmm.errors import RobustMMError
+from robustmm.files import read_json
 from robustmm.models.base import VLModel
 from robustmm.paths import package_root
 from robustmm.types import Task
@@ -69,18 +70,13 @@ def check_pair(prompt_tuned: VLModel, finetuned: VLModel) -> None:
 
 def member_kind(folder: Path) -> str:
     """What a checkpoint folder holds: ``unified`` (robustmm config.json), ``peft`` (adapter_config.json) or ``hf``."""
-    import json
-
     from robustmm.models.checkpoint import FORMAT
 
     if (folder / "adapter_config.json").is_file():
         return "peft"
     config = folder / "config.json"
     if config.is_file():
-        try:
-            data = json.loads(config.read_text())
-        except ValueError as err:
-            raise RobustMMError(f"Checkpoint config {config} is not valid JSON ({err}).") from err
+        data = read_json(config, "Checkpoint config")
         if isinstance(data, dict) and data.get("format") == FORMAT:
             return "unified"
         if isinstance(data, dict) and "model_type" in data:

@@ -20,7 +20,7 @@ Scores over the candidates are therefore a proper log-distribution.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import torch
@@ -63,10 +63,13 @@ class UnifiedConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "UnifiedConfig":
-        data = dict(data)
-        data["stem_channels"] = tuple(data.get("stem_channels", cls.stem_channels))
-        data.setdefault("ffn", "gelu")  # configs written before the option existed had GELU blocks
-        return cls(**data)
+        from robustmm.files import config_from_dict
+
+        data = dict(data) if isinstance(data, dict) else data
+        if isinstance(data, dict):
+            data.setdefault("ffn", "gelu")  # configs written before the option existed had GELU blocks
+        config = config_from_dict(cls, data, "The model section of a checkpoint config")
+        return replace(config, stem_channels=tuple(config.stem_channels))
 
     @property
     def image_tokens(self) -> int:
