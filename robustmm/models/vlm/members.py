@@ -42,16 +42,23 @@ from robustmm.types import VE_LABELS, Task
 PROMPT_ADAPTERS = ("PROMPT_TUNING", "P_TUNING")
 
 
-def is_vlm_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a checkpoint, adapter or M²PT folder of a supported VLM family (checks configs only)."""
-    from robustmm.models.hf import _read_json
+def is_vlm_member(folder: Path) -> bool:
+    """Whether ``folder`` is an M²PT folder, a checkpoint of a VLM family (or of a model type robustmm does not
+    support: the VLM loader names the supported ones), or a PEFT adapter whose base is one of those."""
+    from robustmm.models.hf import FAMILIES as HF_QA_FAMILIES
+    from robustmm.models.hf import _read_json, resolve_folder
     from robustmm.models.vlm.m2pt import CONFIG_FILE
 
     folder = Path(folder)
     if (folder / CONFIG_FILE).is_file():
         return True
+    if (folder / "adapter_config.json").is_file():
+        base = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+        if not base:
+            return False  # the ViLT/BLIP loader says the base is missing
+        folder = resolve_folder(base, "Base model", relative_to=folder)
     if (folder / "config.json").is_file():
-        return family_for(_read_json(folder / "config.json").get("model_type")) is not None
+        return _read_json(folder / "config.json").get("model_type") not in HF_QA_FAMILIES
     return False
 
 

@@ -41,7 +41,7 @@ from robustmm.models.base import Embeddings, ModelInfo, VLModel
 from robustmm.models.vlm.families import Family, PixelInputs
 from robustmm.models.vlm.m2pt import M2PTPrompts
 from robustmm.models.vlm.prompting import PromptFormat
-from robustmm.models.vlm.scoring import candidate_scores, greedy_answers, run_prompt
+from robustmm.models.vlm.scoring import answer_log_likelihood, candidate_scores, greedy_answers, run_prompt
 from robustmm.types import Task
 
 logger = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ class GenerativeVLM(VLModel):
         self.prompt = nn.Parameter(prompt.detach().clone(), requires_grad=False) if prompt is not None else None
         self.prefix = nn.ParameterList([nn.Parameter(t.detach().clone(), requires_grad=False) for kv in prefix for t in kv]) \
             if prefix else None
-        self.m2pt = m2pt
+        self.m2pt = None
         if m2pt is not None:
-            m2pt.attach(family)
+            self.attach_m2pt(m2pt)
         self.memory_mb = float(memory_mb)
         self.end_ids = {answer_end} | _ids(self.model.generation_config.eos_token_id) | _ids(self.tokenizer.eos_token_id)
         answers = [self.format.answer_ids(c) for c in self.candidates]
@@ -216,6 +216,21 @@ class GenerativeVLM(VLModel):
         state = self._prompt_state(self.family.image_features(inputs), self.embed_tokens(text_inputs["input_ids"]), text_inputs, inputs)
         ids = greedy_answers(self.family, state, self.embed_tokens, self.end_ids, max_new_tokens)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    def attach_m2pt(self, prompts: M2PTPrompts) -> None:
+        """Give this model M²PT prompts (visual ones hooked into the vision tower, textual ones in front of the prompt)."""
+        if self.m2pt is not None or self.prompt is not None or self.prefix is not None:
+            raise RobustMMError(f"{self.info.name} already has learned prompts; M²PT prompts go on a plain checkpoint.")
+        prompts.attach(self.family)
+        self.m2pt = prompts
+
+    def gold_log_likelihood(self, pixels: torch.Tensor, text_inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """(B,) log-likelihood of each example's target candidate (indices (B,)) only: the training objective, cheaper
+        than scoring every candidate."""
+        inputs = self.preprocess(pixels)
+        state = self._prompt_state(self.family.image_features(inputs), self.embed_tokens(text_inputs["input_ids"]), text_inputs, inputs)
+        rows = torch.arange(pixels.shape[0], device=targets.device)
+        return answer_log_likelihood(self.family, state, rows, self.answer_ids[targets], self.answer_valid[targets], self.embed_tokens)
 
     # -- internals -------------------------------------------------------------------------------------
     def _score(self, inputs: PixelInputs, text_inputs: dict[str, torch.Tensor]) -> torch.Tensor:

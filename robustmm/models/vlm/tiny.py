@@ -194,7 +194,7 @@ def _prompt_adapter(model, folder: Path, base: str, seed: int) -> None:
 
     torch.manual_seed(seed)
     config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=8, token_dim=HIDDEN, num_transformer_submodules=1,
-                                num_attention_heads=2, num_layers=2, base_model_name_or_path=base)
+                                num_attention_heads=2, num_layers=2)
     peft_model = get_peft_model(_fresh_copy(model), config)
     with torch.no_grad():  # PEFT starts prompt tuning at random N(0, 1) rows; the scale of real token embeddings is closer
         table = peft_model.prompt_encoder["default"].embedding.weight
@@ -207,7 +207,7 @@ def _lora_adapter(model, folder: Path, base: str, seed: int) -> None:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=_LORA_TARGETS, init_lora_weights=False, base_model_name_or_path=base)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=_LORA_TARGETS, init_lora_weights=False)
     peft_model = get_peft_model(_fresh_copy(model), config)
     peft_model.save_pretrained(folder)
     _set_base(folder, base)
