@@ -55,8 +55,7 @@ def m2pt_tune(base: str | Path, dataset_name: str, out: str | Path, settings: M2
     model = load_vlm_member(base, device, task=train.task, candidates=train.candidates, image_size=image_size)
     family = model.family
     layers = settings.visual_layers or family.prompt_layers_limit()
-    vision_dim = family.patch_embedding.weight.shape[0]
-    prompts = M2PTPrompts(layers, settings.visual_tokens, vision_dim, settings.text_tokens,
+    prompts = M2PTPrompts(layers, settings.visual_tokens, family.vision_dim, settings.text_tokens,
                           model.model.get_input_embeddings().weight.shape[1])
     prompts.initialise(model.model.get_input_embeddings().weight.detach(), torch.Generator().manual_seed(seed))
     model.attach_m2pt(prompts.to(model.device))

@@ -134,6 +134,11 @@ class Family:
     def vision_layers(self) -> nn.ModuleList:
         return self.vision_tower.vision_model.encoder.layers
 
+    @property
+    def vision_dim(self) -> int:
+        """Width of the vision encoder's tokens (what a visual prompt token is)."""
+        return int(self.config.vision_config.hidden_size)
+
     def prompt_layers_limit(self) -> int:
         """How many vision layers (from the first) can hold M²PT visual prompts: those before the features are read."""
         return len(self.vision_layers)
@@ -294,6 +299,10 @@ class Qwen2VL(Family):
     @property
     def patch_embedding(self) -> nn.Module:
         return self.vision_tower.patch_embed
+
+    @property
+    def vision_dim(self) -> int:
+        return int(self.config.vision_config.embed_dim)
 
     @property
     def vision_layers(self) -> nn.ModuleList:

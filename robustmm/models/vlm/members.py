@@ -99,6 +99,9 @@ def load_vlm_member(path: str | Path, device: torch.device, *, dtype: str | torc
         kind, base_ref = "full", None
     base_folder = resolve_folder(base_ref, "Base model", relative_to=folder) if base_ref else folder
     model, image_processor, tokenizer, family_cls = _load_base(base_folder, torch_dtype)
+    from robustmm.models.hf import config_hash
+
+    base = f"{family_cls.name}@{config_hash(model.config)}"  # before an adapter is merged (merging may edit the config)
     total = _count(model)
     prompt = prefix = m2pt = None
     if kind != "full":
@@ -127,11 +130,10 @@ def load_vlm_member(path: str | Path, device: torch.device, *, dtype: str | torc
     extra["trainable_share"] = trainable / total
     family = family_cls(model, image_processor, tokenizer)
     chosen = _candidates(task, candidates, name)
-    from robustmm.models.hf import config_hash
     from robustmm.models.vlm.model import GenerativeVLM
     from robustmm.models.vlm.prompting import chat_template_of
 
-    info = ModelInfo(name, family.name, tuning, task, f"{family.name}@{config_hash(model.config)}", trainable, total, extra)
+    info = ModelInfo(name, family.name, tuning, task, base, trainable, total, extra)
     vl = GenerativeVLM(family, task, chosen, info, chat_template=chat_template_of(base_folder, tokenizer),
                        answer_end=_answer_end(model, tokenizer, name), image_size=image_size, prompt=prompt, prefix=prefix,
                        m2pt=m2pt, memory_mb=memory_mb, gradient_checkpointing=gradient_checkpointing)

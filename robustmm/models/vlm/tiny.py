@@ -170,6 +170,7 @@ def make_tiny(family: str, out: str | Path, seed: int = 0) -> dict[str, Path]:
     folders = {name: out / name for name in ("model", "prompt", "lora")}
     torch.manual_seed(seed)
     model, processor, end = _BUILDERS[family]()
+    _same_init(model, seed)
     model.generation_config.eos_token_id = end
     parts = processor if isinstance(processor, tuple) else (processor,)
     tokenizer = parts[-1] if isinstance(processor, tuple) else processor.tokenizer
@@ -187,6 +188,18 @@ def make_tiny(family: str, out: str | Path, seed: int = 0) -> dict[str, Path]:
         "model/ (full checkpoint), prompt/ (PEFT prompt tuning on it), lora/ (PEFT LoRA on it). "
         "Random weights: for tests and demos only.\n")
     return folders
+
+
+def _same_init(model, seed: int) -> None:
+    """Every weight tensor of two or more dimensions (matrices, convolutions, embedding tables, BLIP-2's query tokens)
+    drawn from N(0, 0.02²), the families' ``initializer_range``; norms and biases keep their initial 1 / 0. (Some
+    families' own initialisation of a model built from a config leaves near-zero matrices, e.g. BLIP-2's vision
+    tower, which would make the image irrelevant.)"""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
 
 
 def _prompt_adapter(model, folder: Path, base: str, seed: int) -> None:
