@@ -348,3 +348,39 @@ def test_resize_matches_pillow(resample):
         ours = pil_resize(x, size, resample).permute(1, 2, 0).numpy()
         assert np.abs(ours - reference).max() * 255 <= 1.2
     assert pil_resize(x, (37, 53), resample) is x
+
+
+def test_benchmark_script_runs_on_a_tiny_config():
+    """benchmarks/bench_vlm.py (made for a ~1B LLaVA on a GPU) runs end to end on its tiny preset."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vlm.py"
+    spec = importlib.util.spec_from_file_location("bench_vlm", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--preset", "tiny", "--n", "2", "--batch-size", "2", "--device", "cpu", "--threads", "0"])
+    assert set(results) == {"clean", "pgd-10", "word-sub", "pgd-10, gradient checkpointing"}
+    assert all(rate > 0 and peak is None for rate, peak in results.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["llava", "qwen2-vl", "idefics3", "paligemma", "blip2"])
+def test_bf16_on_cuda_scores_in_fp32_and_pgd_keeps_its_budget(tmp_path_factory, family):
+    from robustmm.attacks import AttackBatch, get_attack
+    from robustmm.types import Example, Task
+
+    cuda = torch.device("cuda")
+    model = load_member(tiny(tmp_path_factory, family) / "prompt", cuda, dtype="bf16", candidates=CANDIDATES)
+    reference = load_member(tiny(tmp_path_factory, family) / "prompt", cuda, candidates=CANDIDATES)
+    assert model.model_dtype is torch.bfloat16
+    x = pixels(size=model.image_size).cuda().requires_grad_(True)
+    scores = model.candidate_scores(x, TEXTS)
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    with torch.no_grad():
+        assert (scores - reference.candidate_scores(x, TEXTS)).abs().max() < 0.5  # bf16 rounding only
+    scores[:, 0].sum().backward()
+    assert x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0
+    examples = [Example(f"ex{i}", None, t, ("red",), Task.VQA) for i, t in enumerate(TEXTS)]
+    result = get_attack("pgd-linf", steps=2).run(model, AttackBatch(examples, x.detach(), TEXTS, model.target_indices(["red", "no"])))
+    assert result.pixels.dtype == torch.float32 and (result.pixels - x.detach()).abs().max() <= 8 / 255 + 1e-6
