@@ -385,7 +385,7 @@ def _overridden(config, **values):
 
 
 @app.command("make-tiny")
-def make_tiny_command(family: str = typer.Option(..., help="llava, paligemma, qwen2-vl, idefics3 or blip2."),
+def make_tiny_command(family: str = typer.Option(..., help="llava, llava-next, paligemma, qwen2-vl, idefics3 or blip2."),
                       out: Path = typer.Option(..., help="Folder for model/, prompt/ (PEFT prompt tuning) and lora/ (PEFT LoRA)."),
                       seed: int = typer.Option(0, help="Seed of the random weights.")) -> None:
     """Write a tiny random VLM checkpoint with a working processor, and PEFT adapters on it (offline; for tests and demos)."""

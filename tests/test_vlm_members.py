@@ -235,8 +235,8 @@ def test_bad_input_is_one_sentence(tmp_path_factory, tmp_path):
     root = tiny(tmp_path_factory, "llava")
     unsupported = tmp_path / "next"
     unsupported.mkdir()
-    (unsupported / "config.json").write_text(json.dumps({"model_type": "llava_next"}))
-    with pytest.raises(RobustMMError, match=r"'llava_next' model; robustmm supports vilt, blip, llava \(llava\), paligemma") as err:
+    (unsupported / "config.json").write_text(json.dumps({"model_type": "llava_onevision"}))
+    with pytest.raises(RobustMMError, match=r"'llava_onevision' model; robustmm supports vilt, blip, llava \(llava\), llava-next") as err:
         load_member(unsupported, CPU, candidates=CANDIDATES)
     _one_sentence(err)
     orphan = tmp_path / "orphan"
@@ -328,8 +328,8 @@ def test_make_tiny_command(tmp_path):
     done = run("--family", "blip2", "--out", str(tmp_path / "blip2"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert {p.name for p in (tmp_path / "blip2").iterdir()} == {"model", "prompt", "lora", "README.md"}
-    refused = run("--family", "llava-next", "--out", str(tmp_path / "x"))
-    assert refused.returncode == 2 and "Unknown tiny family 'llava-next': choose from llava, paligemma" in refused.stderr
+    refused = run("--family", "llava-onevision", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "Unknown tiny family 'llava-onevision': choose from llava, llava-next, paligemma" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -213,6 +214,53 @@ class Llava(Family):
         return first if first >= 0 else total + 1 + first  # hidden_states[i] is the output of layer i - 1
 
 
+class LlavaNext(Llava):
+    """LLaVA-NeXT / LLaVA-1.6 (``LlavaNextForConditionalGeneration``): "anyres" tiling. The image is resized (aspect
+    kept) into the best of the grid pinpoints, zero-padded to it and cut into crop-size tiles, after a base view of
+    the whole image squashed to the crop size; the features of the tiles are un-padded and get a newline
+    embedding per row (HF's ``pack_image_features``)."""
+
+    name, model_types = "llava-next", ("llava_next",)
+
+    def default_image_size(self) -> int:
+        """The largest square pinpoint side (a square image then fills a full grid of tiles)."""
+        squares = [h for h, w in self.image_processor.image_grid_pinpoints if h == w]
+        return int(max(squares)) if squares else super().default_image_size()
+
+    def preprocess(self, pixels: torch.Tensor) -> PixelInputs:
+        """(B, 3, H, W) -> (B, 1 + tiles, 3, c, c): the base view, then the tiles row-major; ``image_sizes`` (B, 2)."""
+        from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
+
+        processor = self.image_processor
+        x = pixels.float()
+        height, width = x.shape[-2:]
+        best = select_best_resolution((height, width), processor.image_grid_pinpoints)
+        new_h, new_w = get_patch_output_size(np.empty((height, width, 3)), best, "channels_last")
+        resized = pil_resize(x, (new_h, new_w), self.resample)
+        top, left = (best[0] - new_h) // 2, (best[1] - new_w) // 2
+        padded = torch.nn.functional.pad(resized, (left, best[1] - new_w - left, top, best[0] - new_h - top))
+        crop = int(dict(processor.crop_size)["height"])
+        tiles = [padded[..., r : r + crop, c : c + crop] for r in range(0, best[0], crop) for c in range(0, best[1], crop)]
+        size = dict(processor.size)
+        side = int(size["shortest_edge"]) if "shortest_edge" in size else min(int(size["height"]), int(size["width"]))
+        views = [pil_resize(x, (side, side), self.resample)] + tiles
+        views = [center_crop(pil_resize(v, (side, side), self.resample), (crop, crop)) for v in views]
+        values = _normalise(torch.stack(views, dim=1), processor)
+        sizes = torch.tensor([[height, width]] * x.shape[0], dtype=torch.long, device=x.device)
+        return PixelInputs(values, {"image_sizes": sizes})
+
+    def image_tokens(self, inputs: PixelInputs) -> int:
+        """Counted from the packed features of one image of this size (un-padding makes a formula fragile)."""
+        one = PixelInputs(inputs.values[:1], {"image_sizes": inputs.extra["image_sizes"][:1]})
+        with torch.no_grad():
+            return int(self.image_features(one).shape[1])
+
+    def image_features(self, inputs: PixelInputs) -> torch.Tensor:
+        features = self.model.model.get_image_features(pixel_values=inputs.values.to(self.vision_tower.dtype),
+                                                       image_sizes=inputs.extra["image_sizes"])
+        return torch.stack(list(features))
+
+
 class PaliGemma(Family):
     """PaliGemma (``PaliGemmaForConditionalGeneration``): SigLIP tower, linear projector, Gemma; image tokens,
     then BOS and the prompt, with bidirectional attention over that prefix and 1-based positions."""
@@ -338,7 +386,6 @@ class Idefics3(Family):
 
     def preprocess(self, pixels: torch.Tensor) -> PixelInputs:
         """(B, 3, H, W) -> tiles (B, T, 3, M, M): row-major tiles of the resized image, then the global image."""
-        import numpy as np
         from transformers.models.idefics3.image_processing_idefics3 import get_resize_output_image_size
 
         processor = self.image_processor
@@ -469,7 +516,7 @@ class Blip2(Family):
         return self.model.language_model.lm_head
 
 
-FAMILIES: dict[str, type[Family]] = {cls.name: cls for cls in (Llava, PaliGemma, Qwen2VL, Idefics3, Blip2)}
+FAMILIES: dict[str, type[Family]] = {cls.name: cls for cls in (Llava, LlavaNext, PaliGemma, Qwen2VL, Idefics3, Blip2)}
 MODEL_TYPES = {t: cls for cls in FAMILIES.values() for t in cls.model_types}
 
 

@@ -26,7 +26,7 @@ from robustmm.errors import RobustMMError
 from robustmm.paths import package_root
 
 VOCAB = package_root() / "checkpoints" / "default" / "base" / "vocab.txt"
-TINY_FAMILIES = ("llava", "paligemma", "qwen2-vl", "idefics3", "blip2")
+TINY_FAMILIES = ("llava", "llava-next", "paligemma", "qwen2-vl", "idefics3", "blip2")
 HIDDEN = 32
 
 LLAVA_TEMPLATE = (
@@ -87,6 +87,22 @@ def _llava():
     processor = LlavaProcessor(images, tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=LLAVA_TEMPLATE)
     return LlavaForConditionalGeneration(config), processor, tok.eos_token_id
+
+
+def _llava_next():
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+
+    tok = _tokenizer("LlamaTokenizerFast", {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}, ["<image>"])
+    pinpoints = [[64, 32], [32, 64], [64, 64]]
+    config = LlavaNextConfig(vision_config=CLIPVisionConfig(**_vision(projection_dim=HIDDEN)),
+                             text_config=LlamaConfig(**_llama_text(len(tok), pad_token_id=tok.pad_token_id)),
+                             image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+                             vision_feature_select_strategy="default", image_grid_pinpoints=pinpoints)
+    images = LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(images, tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=LLAVA_TEMPLATE)
+    return LlavaNextForConditionalGeneration(config), processor, tok.eos_token_id
 
 
 def _paligemma():
@@ -154,7 +170,7 @@ def _blip2():
     return Blip2ForConditionalGeneration(config), processor, tok.eos_token_id
 
 
-_BUILDERS = {"llava": _llava, "paligemma": _paligemma, "qwen2-vl": _qwen2_vl, "idefics3": _idefics3, "blip2": _blip2}
+_BUILDERS = {"llava": _llava, "llava-next": _llava_next, "paligemma": _paligemma, "qwen2-vl": _qwen2_vl, "idefics3": _idefics3, "blip2": _blip2}
 # The language model's attention projections (LoRA targets) and the PEFT task type, per family.
 _LORA_TARGETS = r".*(language_model|text_model)\..*\.(q_proj|v_proj)"
 
