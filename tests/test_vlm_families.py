@@ -153,7 +153,7 @@ def test_scores_are_the_models_own_answer_log_likelihoods(loaded, family):
     pil, _ = images(model.image_size)
     inputs = [processed(family, processor, model, t, p) for t, p in zip(TEXTS, pil)]
     with torch.no_grad():
-        ours = model.candidate_scores(_pixels_of(model, pil), TEXTS)
+        ours = model.candidate_scores(images(model.image_size)[1], TEXTS)
         for i, one in enumerate(inputs):
             ids = one["input_ids"]
             for j, candidate in enumerate(CANDIDATES):
@@ -166,10 +166,6 @@ def test_scores_are_the_models_own_answer_log_likelihoods(loaded, family):
                 reference = logits[0, ids.shape[1] - 1 : -1].log_softmax(-1).gather(1, answer[0][:, None]).sum()
                 # Idefics3's and LLaVA-NeXT's torch views differ from the processor's by < 1.5 uint8 steps (test above)
                 assert float(ours[i, j]) == pytest.approx(float(reference), abs=2e-3 if family in RESIZED_AT_WORKING_SIZE else 1e-4)
-
-
-def _pixels_of(model, pil):
-    return torch.stack([torch.from_numpy(np.asarray(p).copy()).permute(2, 0, 1).float() / 255 for p in pil])
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -203,7 +199,7 @@ def test_greedy_answers_equal_hf_generate(loaded, family):
     folder, model = loaded(family)
     processor = processor_of(family, folder / "model")
     pil, pixels = images(model.image_size, seed=4)
-    ours = model.generate_answers(_pixels_of(model, pil), TEXTS, max_new_tokens=4)
+    ours = model.generate_answers(pixels, TEXTS, max_new_tokens=4)
     for i, text in enumerate(TEXTS):
         one = processed(family, processor, model, text, pil[i])
         out = model.model.generate(**one, do_sample=False, num_beams=1, max_new_tokens=4)

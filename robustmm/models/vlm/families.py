@@ -430,7 +430,7 @@ class Idefics3(Family):
 
     def image_features(self, inputs: PixelInputs) -> torch.Tensor:
         """Every tile through the vision tower (HF's ``get_image_features`` would drop an all-zero tile) and the connector."""
-        b, t = inputs.values.shape[:2]
+        b = inputs.values.shape[0]
         tiles = inputs.values.flatten(0, 1).to(self.vision_tower.dtype)
         patch = self.config.vision_config.patch_size
         mask = torch.ones(tiles.shape[0], tiles.shape[-2] // patch, tiles.shape[-1] // patch, dtype=torch.bool, device=tiles.device)

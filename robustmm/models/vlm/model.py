@@ -106,7 +106,8 @@ class GenerativeVLM(VLModel):
     def _image_block(self, height: int, width: int) -> str:
         """The prompt text of one image of this size (computed once per size)."""
         if (height, width) not in self._blocks:
-            self._blocks[(height, width)] = self.family.image_block(self.family.preprocess(torch.zeros(1, 3, height, width)))
+            blank = torch.zeros(1, 3, height, width, device=self.device)
+            self._blocks[(height, width)] = self.family.image_block(self.family.preprocess(blank))
         return self._blocks[(height, width)]
 
     def encode_texts(self, texts: Sequence[str], image_shape: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
@@ -117,7 +118,8 @@ class GenerativeVLM(VLModel):
         encoded = self.family.tokenize([r.text for r in rendered])
         rows = encoded["input_ids"]
         length = max(len(r) for r in rows)
-        prompt_tokens = 0 if self.prompt is None else self.prompt.shape[0]
+        learned = self._learned_prompt()
+        prompt_tokens = 0 if learned is None else learned.shape[0]
         prefix_tokens = 0 if self.prefix is None else self.prefix[0].shape[-2]
         total = length + prompt_tokens + prefix_tokens + self.answer_ids.shape[1]
         if self.context and total > self.context:
@@ -251,8 +253,8 @@ class GenerativeVLM(VLModel):
                                 "image features; encode the texts for images of this size.")
         embeds = words.masked_scatter(image.unsqueeze(-1).expand_as(words), features.to(dtype))
         offset = 0
-        if self.prompt is not None or (self.m2pt is not None and self.m2pt.text.numel()):
-            learned = self.m2pt.text if self.m2pt is not None else self.prompt
+        learned = self._learned_prompt()
+        if learned is not None:
             learned = learned.to(dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
             offset = learned.shape[1]
             embeds = torch.cat([learned, embeds], dim=1)
@@ -264,6 +266,12 @@ class GenerativeVLM(VLModel):
             prefix = list(zip(flat[0::2], flat[1::2]))
             positions = positions + prefix[0][0].shape[-2]  # the prefix's virtual tokens come first
         return run_prompt(self.family, embeds, mask, positions, prefix)
+
+    def _learned_prompt(self) -> torch.Tensor | None:
+        """(P, D) embeddings that go in front of the prompt: a PEFT prompt adapter's or M²PT's textual prompts, if any."""
+        if self.m2pt is not None and self.m2pt.text.numel():
+            return self.m2pt.text
+        return self.prompt
 
     def _rows_per_chunk(self, state) -> int:
         """Candidate rows per chunk so logits and each row's copy of the cached keys/values fit ``memory_mb``."""
