@@ -123,7 +123,7 @@ def test_peft_members_equal_pefts_own_forward(tmp_path_factory, tmp_path, kind):
     info = model.info
     assert info.family == "llava" and info.tuning == ("prompt" if kind in ("prompt", "prefix") else "finetune")
     assert info.extra["peft_type"] == {"prompt": "PROMPT_TUNING", "lora": "LORA", "prefix": "PREFIX_TUNING", "ia3": "IA3"}[kind]
-    assert 0 < info.trainable_parameters < info.total_parameters and info.extra["trainable_share"] < 0.01
+    assert 0 < info.trainable_parameters < info.total_parameters and info.trainable_share < 0.01
     assert info.extra["base_weights"] == load_member(root / "prompt", CPU, candidates=CANDIDATES).info.extra["base_weights"]
     peft_model = PeftModel.from_pretrained(transformers.AutoModelForImageTextToText.from_pretrained(base), str(folder)).eval()
     x = pixels()
@@ -384,3 +384,21 @@ def test_bf16_on_cuda_scores_in_fp32_and_pgd_keeps_its_budget(tmp_path_factory, 
     examples = [Example(f"ex{i}", None, t, ("red",), Task.VQA) for i, t in enumerate(TEXTS)]
     result = get_attack("pgd-linf", steps=2).run(model, AttackBatch(examples, x.detach(), TEXTS, model.target_indices(["red", "no"])))
     assert result.pixels.dtype == torch.float32 and (result.pixels - x.detach()).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_member_table_for_the_report():
+    """robustmm.models.describe.member_table: what the report should state about each member (prompt fallback included)."""
+    from robustmm.models.base import ModelInfo
+    from robustmm.models.describe import member_table
+    from robustmm.types import Task
+
+    prompt = ModelInfo("llava-m2pt", "llava", "prompt", Task.VQA, "llava@abc", 512, 2_000_512,
+                       {"peft_type": "M2PT", "base_model": "llava-hf/llava-1.5-7b-hf", "prompt": "chat template",
+                        "dtype": "bfloat16", "image_size": 336, "answer_end": "</s>", "scoring_batch": 4})
+    finetuned = ModelInfo("blip2", "blip2", "finetune", Task.VQA, "blip2@def", 10, 10,
+                          {"prompt": "fallback: Question: {question} Answer:"})
+    lines = member_table({"prompt": prompt, "finetune": finetuned})
+    assert lines[0].startswith("| member | model | family | tuning |") and len(lines) == 4
+    assert lines[2] == ("| prompt | llava-m2pt | llava | prompt (M2PT) | 512 of 2,000,512 (0.0256%) | llava-hf/llava-1.5-7b-hf | "
+                        "chat template | bfloat16; 336 px images; answers end with `</s>`; out of GPU memory: scored 4 examples at a time |")
+    assert lines[3] == "| finetune | blip2 | blip2 | finetune | 10 of 10 (100%) | blip2@def | fallback: Question: {question} Answer: |  |"

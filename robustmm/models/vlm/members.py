@@ -12,7 +12,7 @@
 - **M²PT prompts** (``m2pt_config.json`` + ``m2pt.safetensors``, :mod:`.m2pt`): tuning ``prompt``.
 
 ``info.trainable_parameters`` is what the tuning trained (a full checkpoint: all; an adapter: the tensors it
-stores; M²PT: its prompts), ``info.extra["trainable_share"]`` that over ``info.total_parameters``.
+stores; M²PT: its prompts), ``info.trainable_share`` that over ``info.total_parameters``.
 
 **Pairs.** ``info.base`` is ``<family>@<hash of the architecture config>`` as for the ViLT/BLIP members; a member
 on a base (adapter, M²PT) also records ``info.extra["base_weights"]``, a digest of the base's weight files
@@ -127,7 +127,6 @@ def load_vlm_member(path: str | Path, device: torch.device, *, dtype: str | torc
         total += trainable
         extra.update({"peft_type": "M2PT", "visual_tokens": m2pt_config.visual_tokens, "visual_layers": int(m2pt.visual.shape[0]),
                       "text_tokens": m2pt_config.text_tokens})
-    extra["trainable_share"] = trainable / total
     family = family_cls(model, image_processor, tokenizer)
     chosen = _candidates(task, candidates, name)
     from robustmm.models.vlm.model import GenerativeVLM
