@@ -335,9 +335,11 @@ def tune_finetune(base: Path = typer.Option(..., help="Base checkpoint folder.")
 
 
 @tune_app.command("prompt")
-def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), dataset: str = typer.Option("easy-vqa"),
+def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder (--style m2pt: a VLM checkpoint folder or cached Hub id)."),
+                dataset: str = typer.Option("easy-vqa"),
                 out: Path = typer.Option(...),
-                style: str = typer.Option(None, help="prefix (every layer) or prompt (input only). " + RECIPE_DEFAULT),
+                style: str = typer.Option(None, help="prefix (every layer) or prompt (input only) on the built-in model, or m2pt "
+                                                     "(M²PT visual + textual prompts on a VLM). " + RECIPE_DEFAULT),
                 where: str = typer.Option(None, help="encoder, decoder or both. " + RECIPE_DEFAULT),
                 length: int = typer.Option(None, help=RECIPE_DEFAULT),
                 reparam: bool = typer.Option(None, help="MLP reparameterisation (--no-reparam: plain prompt tensors). " + RECIPE_DEFAULT),
@@ -345,15 +347,27 @@ def tune_prompt(base: Path = typer.Option(..., help="Base checkpoint folder."), 
                 init: str = typer.Option(None, help="activations (start at the base's key/values of real inputs) or random. " + RECIPE_DEFAULT),
                 epochs: float = typer.Option(None, help=RECIPE_DEFAULT), lr: float = typer.Option(None, help=RECIPE_DEFAULT),
                 seed: int = typer.Option(None, help=SEED_HELP), device: str = typer.Option("auto", help="auto, cpu or cuda."),
-                precision: str = typer.Option(None, help=PRECISION_HELP + " " + RECIPE_DEFAULT)) -> None:
+                precision: str = typer.Option(None, help=PRECISION_HELP + " " + RECIPE_DEFAULT),
+                visual_length: int = typer.Option(8, help="--style m2pt: visual prompt tokens per prompted vision layer."),
+                visual_layers: int = typer.Option(0, help="--style m2pt: prompted vision layers from the first (0: all before the features)."),
+                limit: int = typer.Option(None, help="Train on at most this many examples (a seeded sample).")) -> None:
     """Train prompts only, on top of a frozen base model (settings default to the shipped recipe's)."""
     from robustmm.models.pair import resolve_device
     from robustmm.tuning import Recipe, prompt_tune
 
+    if style == "m2pt":
+        from robustmm.tuning.m2pt import DEFAULT_STAGE, M2PTSettings, m2pt_tune
+
+        settings = M2PTSettings(visual_tokens=visual_length, visual_layers=visual_layers, text_tokens=8 if length is None else length)
+        stage = _overridden(DEFAULT_STAGE, epochs=epochs, lr=lr, precision=precision, limit=limit)
+        stats = m2pt_tune(str(base), dataset, out, settings, stage, 0 if seed is None else seed, resolve_device(device))
+        console.print(f"M²PT prompts in {out}: {stats['trained_parameters']:,} trained parameters "
+                      f"({100 * stats['trainable_share']:.3f}%), {stats['steps']} steps, final loss {stats['final_loss']:.3f}")
+        return
     _, stage, prompt = Recipe().for_dataset(dataset)
     prompt = _overridden(prompt, style=style, where=where, length=length, reparam=reparam, reparam_hidden=reparam_hidden, init=init)
-    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision), _recipe_seed(seed),
-                resolve_device(device))
+    prompt_tune(base, dataset, out, prompt, _overridden(stage, epochs=epochs, lr=lr, precision=precision, limit=limit),
+                _recipe_seed(seed), resolve_device(device))
 
 
 def _recipe_seed(seed: int | None) -> int:
@@ -368,6 +382,17 @@ def _overridden(config, **values):
     from dataclasses import replace
 
     return replace(config, **{name: value for name, value in values.items() if value is not None})
+
+
+@app.command("make-tiny")
+def make_tiny_command(family: str = typer.Option(..., help="llava, llava-next, paligemma, qwen2-vl, idefics3 or blip2."),
+                      out: Path = typer.Option(..., help="Folder for model/, prompt/ (PEFT prompt tuning) and lora/ (PEFT LoRA)."),
+                      seed: int = typer.Option(0, help="Seed of the random weights.")) -> None:
+    """Write a tiny random VLM checkpoint with a working processor, and PEFT adapters on it (offline; for tests and demos)."""
+    from robustmm.models.vlm.tiny import make_tiny
+
+    folders = make_tiny(family, out, seed)
+    console.print(f"tiny random {family}: " + ", ".join(f"{name} {path}" for name, path in folders.items()), highlight=False)
 
 
 @app.command("setup-text")

@@ -323,7 +323,7 @@ def test_unsupported_folders_and_adapters(hf_dir, tmp_path):
     other = tmp_path / "bert"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(RobustMMError, match="supports ViLT and BLIP"):
+    with pytest.raises(RobustMMError, match=r"'bert' model; robustmm supports vilt, blip, llava \(llava\), llava-next"):
         load_member(other, torch.device("cpu"))
 
 

@@ -34,6 +34,11 @@ class ModelInfo:
     extra: dict = field(default_factory=dict)
 
     @property
+    def trainable_share(self) -> float:
+        """Share of the parameters used at inference that the tuning trained (0 when unknown)."""
+        return self.trainable_parameters / self.total_parameters if self.total_parameters else 0.0
+
+    @property
     def base_hash(self) -> str:
         """The base's identity: the hash part of ``base`` (two members pair only if theirs are equal)."""
         return self.base.rsplit("@", 1)[-1]

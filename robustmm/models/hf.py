@@ -397,7 +397,9 @@ def _read_json(path: Path) -> dict:
 def _family(folder: Path) -> str:
     model_type = _read_json(folder / "config.json").get("model_type")
     if model_type not in FAMILIES:
-        raise RobustMMError(f"Hugging Face model {folder} is a {model_type!r} model; robustmm supports ViLT and BLIP question answering.")
+        from robustmm.models.vlm.members import supported_families
+
+        raise RobustMMError(f"Hugging Face model {folder} is a {model_type!r} model; robustmm supports {supported_families()}.")
     return model_type
 
 

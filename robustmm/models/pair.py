@@ -60,6 +60,10 @@ def check_pair(prompt_tuned: VLModel, finetuned: VLModel) -> None:
         raise RobustMMError(f"The two models come from different model families ({a.family} vs {b.family}).")
     if a.base_hash != b.base_hash:
         raise RobustMMError(f"The two models have different base checkpoints ({a.base} vs {b.base}).")
+    weights = (a.extra.get("base_weights"), b.extra.get("base_weights"))
+    if None not in weights and weights[0] != weights[1]:
+        raise RobustMMError(f"The two models sit on different base checkpoints ({a.extra.get('base_model')} and "
+                            f"{b.extra.get('base_model')}: base weights {weights[0]} vs {weights[1]}).")
     if a.task != b.task:
         raise RobustMMError(f"The two models were tuned for different tasks ({a.task.value} vs {b.task.value}).")
     if prompt_tuned.candidates != finetuned.candidates:
@@ -69,9 +73,13 @@ def check_pair(prompt_tuned: VLModel, finetuned: VLModel) -> None:
 
 
 def member_kind(folder: Path) -> str:
-    """What a checkpoint folder holds: ``unified`` (robustmm config.json), ``peft`` (adapter_config.json) or ``hf``."""
+    """What a checkpoint folder holds: ``unified`` (robustmm config.json), ``peft`` (adapter_config.json), ``m2pt``
+    (M²PT prompts) or ``hf``."""
     from robustmm.models.checkpoint import FORMAT
+    from robustmm.models.vlm.m2pt import CONFIG_FILE
 
+    if (folder / CONFIG_FILE).is_file():
+        return "m2pt"
     if (folder / "adapter_config.json").is_file():
         return "peft"
     config = folder / "config.json"
@@ -87,15 +95,18 @@ def member_kind(folder: Path) -> str:
 
 def load_member(path: str | Path, device: torch.device, *, dtype: str | torch.dtype | None = "float32",
                 task: str | Task | None = None, candidates: Sequence[str] | None = None,
-                base: str | Path | None = None) -> VLModel:
-    """Load one member: a robustmm checkpoint folder, a Hugging Face ViLT/BLIP folder or a PEFT prompt adapter.
+                base: str | Path | None = None, vlm: dict | None = None) -> VLModel:
+    """Load one member: a robustmm checkpoint folder, a Hugging Face ViLT/BLIP folder or PEFT prompt adapter, or
+    a VLM (LLaVA, PaliGemma, Qwen2-VL, Idefics3/SmolVLM, BLIP-2) checkpoint, PEFT adapter or M²PT prompt folder.
 
     ``path`` may also be a Hub id already in the local HF cache (nothing is downloaded).
-    ``dtype``, ``task`` and ``candidates`` apply to the HF models (see ``robustmm.models.hf``); a
-    built-in checkpoint carries its own task and candidates and runs in float32. ``base`` is the
-    folder of a built-in prompt checkpoint's base when it no longer lies where the checkpoint says.
+    ``dtype``, ``task`` and ``candidates`` apply to the HF models (see ``robustmm.models.hf`` and
+    ``robustmm.models.vlm``); a built-in checkpoint carries its own task and candidates and runs in float32.
+    ``base`` is the folder of a built-in prompt checkpoint's base when it no longer lies where the checkpoint
+    says. ``vlm``: options of VLM members (``image_size``, ``memory_mb``, ``gradient_checkpointing``).
     """
     from robustmm.models.hf import load_hf_member, resolve_dtype, resolve_folder
+    from robustmm.models.vlm.members import is_vlm_member, load_vlm_member
 
     folder = resolve_folder(path)
     kind = member_kind(folder)
@@ -110,6 +121,10 @@ def load_member(path: str | Path, device: torch.device, *, dtype: str | torch.dt
         return model
     if base is not None:
         raise RobustMMError(f"A base folder applies to robustmm prompt checkpoints only; {folder} names its base itself.")
+    if is_vlm_member(folder):
+        return load_vlm_member(path, device, dtype=dtype, task=task, candidates=candidates, **(vlm or {}))
+    if vlm:
+        raise RobustMMError(f"VLM options ({', '.join(sorted(vlm))}) apply to VLM members only, not to {folder}.")
     return load_hf_member(path, device, dtype=dtype, task=task, candidates=candidates)
 
 
@@ -123,13 +138,15 @@ def load_pair(
     dtype: str | torch.dtype | None = "float32",
     candidates: Sequence[str] | None = None,
     base: str | Path | None = None,
+    vlm: dict | None = None,
 ) -> ModelPair:
     """Load a checked pair: ``load_pair("default", task="vqa")`` or ``load_pair(prompt_tuned=..., finetuned=...)``.
 
     Members may be robustmm checkpoints, HF ViLT/BLIP folders / cached Hub ids, or PEFT prompt
     adapters; ``task``, ``candidates`` (the answer set) and ``dtype`` (float32, or bfloat16 on CUDA)
     apply to the HF members (see :func:`load_member`); ``base`` is the base folder of a built-in
-    prompt-tuned checkpoint that was moved away from it (hash-checked).
+    prompt-tuned checkpoint that was moved away from it (hash-checked); ``vlm``: options of VLM members
+    (``image_size``, ``memory_mb``, ``gradient_checkpointing``; see :mod:`robustmm.models.vlm.model`).
     """
     if name is not None:
         if name != "default":
@@ -142,7 +159,7 @@ def load_pair(
     if prompt_tuned is None or finetuned is None:
         raise RobustMMError("A pair needs both a prompt-tuned and a finetuned checkpoint.")
     target = resolve_device(device)
-    options = {"dtype": dtype, "task": task, "candidates": candidates}
+    options = {"dtype": dtype, "task": task, "candidates": candidates, "vlm": vlm}
     pair = ModelPair(load_member(prompt_tuned, target, base=base, **options), load_member(finetuned, target, **options))
     check_pair(pair.prompt_tuned, pair.finetuned)
     return pair
