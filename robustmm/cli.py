@@ -121,6 +121,10 @@ def attack_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Examples per attack batch (records do not depend on it)."),
     until_decided: bool = typer.Option(False, "--until-decided", help="Add rounds of --limit examples until every headline CI is within --precision."),
     precision: float = typer.Option(0.05, help="With --until-decided: the CI half-width to reach, as a share (0.05 = ±5 points)."),
+    answer: str = typer.Option("candidates", help="candidates, or generate: also report each member's open-ended clean answers (official metric)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="VLM members: square image size the attacks work at (default: the processor's)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="VLM members: recompute activations in backward passes (less GPU memory)."),
+    memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="VLM members: memory budget of one candidate-scoring chunk."),
     out: Path = typer.Option(Path("reports"), help="Folder that holds run folders."),
     name: Optional[str] = typer.Option(None, help="Run folder name (default: default-<identity> for the default suite, else run-<identity>)."),
     resume: bool = typer.Option(True, help="Keep records already in the run folder (a plain rerun resumes too)."),
@@ -133,6 +137,7 @@ def attack_command(
         datasets=_split_list(dataset) or RunSpec.datasets, split=split, limit=limit, attacks=tuple(attack or ()),
         presets=_split_list(preset), eps=_split_list(eps), eps_l2=_split_list(eps_l2), seed=seed, batch_size=batch_size,
         device=device, dtype=dtype, until_decided=until_decided, precision=precision, base=str(base) if base else None,
+        answer=answer, image_size=image_size, gradient_checkpointing=gradient_checkpointing, memory_mb=memory_mb,
     )
     spec.check()
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -54,6 +54,10 @@ class RunSpec:
     dtype: str = "float32"
     until_decided: bool = False  # grow the sample in rounds of ``limit`` until every CI is within ``precision``
     precision: float = 0.05
+    answer: str = "candidates"  # "generate": also score each member's open-ended clean answers (robustmm.generation)
+    image_size: int | None = None  # VLM members: the square image size attacks work at (default: the processor's)
+    gradient_checkpointing: bool = False  # VLM members: recompute activations in backward passes (less memory)
+    memory_mb: int | None = None  # VLM members: memory budget of one candidate-scoring chunk
     base: str | None = None  # where a moved prompt checkpoint's base lies now (hash-checked)
 
     def check(self) -> None:
@@ -70,6 +74,17 @@ class RunSpec:
             raise RobustMMError("--until-decided grows the sample in rounds of --limit examples; give a --limit.")
         if not self.datasets:
             raise RobustMMError("No dataset was given.")
+        if self.answer not in ("candidates", "generate"):
+            raise RobustMMError(f"--answer is candidates or generate, not {self.answer!r}.")
+        for name, value in (("image size", self.image_size), ("memory budget", self.memory_mb)):
+            if value is not None and value < 1:
+                raise RobustMMError(f"The {name} must be a positive number, got {value}.")
+
+    def vlm_options(self) -> dict:
+        """Options for VLM members (:func:`robustmm.models.pair.load_pair`'s ``vlm``), only those set."""
+        options = {"image_size": self.image_size, "memory_mb": self.memory_mb,
+                   "gradient_checkpointing": self.gradient_checkpointing or None}
+        return {k: v for k, v in options.items() if v is not None}
 
 
 def build_attacks(spec: RunSpec) -> list:
@@ -143,6 +158,7 @@ def run_identity(spec: RunSpec, attacks, pools, pairs, device) -> dict:
         "datasets": {d.name: {"split": d.split, "examples": examples_digest(d), "size": len(d)} for d in pools},
         "sample": {"limit": spec.limit, "seed": spec.seed, "until_decided": spec.until_decided,
                    "precision": spec.precision if spec.until_decided else None},
+        "answers": {"answer": spec.answer, "image_size": spec.image_size},
         "members": {d.name: {"prompt": p.prompt_tuned.fingerprint(), "finetune": p.finetuned.fingerprint()}
                     for d, p in zip(pools, pairs)},
         "device": {"kind": device.type, "dtype": spec.dtype},
@@ -173,7 +189,8 @@ def check_name(name: str | None) -> None:
 def _changes(stored: dict, current: dict) -> list[str]:
     """What differs between two identities, in words."""
     words = {"attacks": "the attack settings", "datasets": "the dataset files", "sample": "the sample (limit, seed or "
-             "stopping rule)", "members": "the model weights", "device": "the device kind or dtype", "code": "robustmm's code"}
+             "stopping rule)", "answers": "the answer mode or image size", "members": "the model weights",
+             "device": "the device kind or dtype", "code": "robustmm's code"}
     return [words.get(k, k) for k in current if stored.get(k) != current.get(k)]
 
 
@@ -205,9 +222,13 @@ def load_everything(spec: RunSpec):
     for dataset in pools:
         if spec.prompt_tuned or spec.finetuned:
             pair = load_pair(prompt_tuned=spec.prompt_tuned, finetuned=spec.finetuned, device=device, dtype=spec.dtype,
-                             task=dataset.task.value, candidates=dataset.candidates, base=spec.base)
+                             task=dataset.task.value, candidates=dataset.candidates, base=spec.base, vlm=spec.vlm_options())
         else:
             pair = load_pair(spec.pair or "default", task=dataset.task.value, device=device, dtype=spec.dtype)
+        if spec.answer == "generate":
+            from robustmm.generation import check_can_generate
+
+            check_can_generate(pair)
         if pair.task != dataset.task:
             raise RobustMMError(f"The pair was tuned for {pair.task.value} but dataset {dataset.name} is {dataset.task.value}.")
         if set(dataset.candidates) != set(pair.candidates):
@@ -240,9 +261,11 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
     """The run itself, in a folder this process holds the lock of."""
     from robustmm.evaluate import ImageBank, run_attacks
     from robustmm.gallery import Gallery
+    from robustmm.generation import generate_rows, generation_lines
+    from robustmm.models.describe import member_table
     from robustmm.records import RecordStore
     from robustmm.report import render
-    from robustmm.summary import summarize
+    from robustmm.summary import LABELS, MEMBERS, summarize
 
     config_path = run_dir / "run.json"
     if config_path.exists():
@@ -262,7 +285,7 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
     existing = store.load()
     resumed = len(existing)
     started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-    records, sequential, extra = [], {}, {}
+    records, sequential, extra, members = [], {}, {}, {}
     for pool, pair in zip(pools, pairs):
         first = len(pool) if spec.limit is None else min(spec.limit, len(pool))
         progress = progress_factory(pool, pair, attacks, first) if progress_factory else None
@@ -288,14 +311,20 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
             if progress is not None and hasattr(progress, "close"):
                 progress.close()
         records += ours
+        key = (pool.task.value, pool.name)
+        members[pool.name] = member_table({m: model.info for m, model in pair.members().items()})
+        extra[key] = []
         if pool.name in sequential:
-            extra[(pool.task.value, pool.name)] = sequential_lines(sequential[pool.name], spec)
+            extra[key] += sequential_lines(sequential[pool.name], spec)
+        if spec.answer == "generate":
+            rows = generate_rows(pair, dataset, images, spec.batch_size, run_dir / "generations.jsonl")
+            extra[key] += generation_lines(rows, dict(zip(MEMBERS, LABELS)))
     summary = summarize(records, seed=spec.seed)
     meta = {"run": run_name, "command": command, "spec": asdict(spec), "seed": spec.seed, "device": str(device),
             "batch_size": spec.batch_size, "dtype": spec.dtype, "limit": spec.limit,
             "examples": {d.name: len({r.example_id for r in records if r.dataset == d.name}) for d in pools},
             "wall_seconds": round(time.perf_counter() - start, 1), "started": started, "records": len(records),
-            "resumed_records": resumed, "identity": identity_digest(identity), "versions": versions()}
+            "resumed_records": resumed, "identity": identity_digest(identity), "versions": versions(), "members": members}
     if spec.until_decided:
         meta["stopping"] = (f"until every headline CI (anytime-valid) is within ±{100 * spec.precision:g} points, in rounds of "
                             f"{spec.limit} examples: " + "; ".join(f"{d} stopped at n = {s['n']} ({s['reason']})"
@@ -398,8 +427,18 @@ def _rerender(run_dir: Path) -> Path:
     meta = _read_json(meta_path, "run metadata") if meta_path.is_file() else {"run": run_dir.name}
     seed = int(meta.get("seed", 0)) if str(meta.get("seed", 0)).isdigit() else 0
     spec = meta.get("spec") or {}
-    extra = {}
+    from collections import defaultdict
+
+    from robustmm.generation import generation_lines, read_rows
+    from robustmm.summary import LABELS, MEMBERS
+
+    task_of = {r.dataset: r.task for r in records}
+    extra: dict[tuple[str, str], list[str]] = defaultdict(list)
     for dataset, state in (meta.get("sequential") or {}).items():
-        task = next((r.task for r in records if r.dataset == dataset), "")
-        extra[(task, dataset)] = sequential_lines(state, RunSpec(limit=spec.get("limit"), precision=spec.get("precision", 0.05)))
-    return render(summarize(records, seed=seed), run_dir, meta, extra)
+        extra[(task_of.get(dataset, ""), dataset)] += sequential_lines(
+            state, RunSpec(limit=spec.get("limit"), precision=spec.get("precision", 0.05)))
+    generated = read_rows(run_dir / "generations.jsonl")
+    for dataset in sorted({r["dataset"] for r in generated}):
+        extra[(task_of.get(dataset, ""), dataset)] += generation_lines([r for r in generated if r["dataset"] == dataset],
+                                                                        dict(zip(MEMBERS, LABELS)))
+    return render(summarize(records, seed=seed), run_dir, meta, dict(extra))

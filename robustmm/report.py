@@ -280,8 +280,9 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
         first = rows[0]
         lines += [f"## {md_escape(dataset)} ({task})", "",
                   f"Models: prompt-tuned `{md_escape(first.a.model)}`, finetuned `{md_escape(first.b.model)}`; "
-                  f"{first.n} examples per attack setting.", "",
-                  "### Attack success on the examples both members answered correctly", ""]
+                  f"{first.n} examples per attack setting.", ""]
+        lines += [*(meta.get("members") or {}).get(dataset, []), ""] if (meta.get("members") or {}).get(dataset) else []
+        lines += ["### Attack success on the examples both members answered correctly", ""]
         lines += headline_table(rows, LABELS) + [""]
         lines += [f"- {md_escape(setting_verdict(c, NAMES))}" for c in rows] + [""]
         lines += ["### Accuracy under attack (all examples)", ""]

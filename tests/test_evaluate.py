@@ -375,3 +375,21 @@ def test_until_decided_grows_the_sample_in_rounds_and_reports_the_stopping_rule(
 
     first = {e.id for e in load_dataset("easy-vqa", split="test", limit=10, seed=0).examples}
     assert first <= {r.example_id for r in summary.records}
+
+
+def test_answer_generate_reports_open_ended_clean_accuracy_from_stored_rows(tmp_path):
+    from robustmm.experiment import RunSpec, rerender, run_experiment
+    from robustmm.generation import read_rows
+
+    spec = RunSpec(datasets=("easy-ve",), limit=6, attacks=("blank-image",), answer="generate", device="cpu")
+    report, _ = run_experiment(spec, tmp_path, "gen")
+    rows = read_rows(tmp_path / "gen" / "generations.jsonl")
+    assert len(rows) == 2 * 6 and {r["member"] for r in rows} == {"prompt", "finetune"}
+    assert all(r["answer"] in ("entailment", "neutral", "contradiction") or isinstance(r["answer"], str) for r in rows)
+    text = report.read_text()
+    finetuned = [r for r in rows if r["member"] == "finetune"]
+    accuracy = 100 * sum(r["score"] >= 0.5 for r in finetuned) / len(finetuned)
+    assert "Open-ended answers" in text and f"| finetuned | 6 | {accuracy:.1f} [" in text
+    assert "| member | model | family | tuning |" in text  # the members table
+    (tmp_path / "gen" / "report.md").unlink()
+    assert rerender(tmp_path / "gen").read_text() == text

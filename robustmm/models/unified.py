@@ -408,6 +408,13 @@ class UnifiedVLM(VLModel):
         return -logp.mean()
 
     @torch.no_grad()
+    def generate_answers(self, pixels: torch.Tensor, texts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+        """Open-ended greedy answers in the task's label space (visual entailment's yes / maybe / no are read
+        back as entailment / neutral / contradiction; any other text is returned as generated)."""
+        inverse = {v: k for k, v in VE_VERBALISER.items()} if self.task is Task.VE else {}
+        return [inverse.get(a, a) for a in self.generate(pixels, texts, max_new_tokens)]
+
+    @torch.no_grad()
     def generate(self, pixels: torch.Tensor, texts: Sequence[str], max_tokens: int | None = None) -> list[str]:
         """Free greedy decoding over the whole vocabulary (no candidate constraint)."""
         memory, keys, prompts = self._encode(self.embed(pixels, self.encode_texts(texts)))
