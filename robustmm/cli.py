@@ -142,6 +142,8 @@ def attack_command(
     spec.check()
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report, summary = run_experiment(spec, out, name, command, progress_factory=_RichProgress, fresh=not resume)
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports for the job
+        return
     console.print(_summary_table(summary.comparisons))
     for task, ds in summary.datasets():
         console.print(f"[bold]{escape(ds)}[/]: {escape(summary.task_verdict(task, ds))}", highlight=False)

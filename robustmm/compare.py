@@ -23,10 +23,10 @@ from robustmm.types import AttackRecord
 
 
 def shared_examples(groups: list[dict[str, AttackRecord]], labels: list[str], dataset: str) -> list[str]:
-    """Example ids held by every group ({example_id: record} of one setting), in the first group's record
-    order. Raises ``RobustMMError`` if an id carries different inputs in two groups."""
+    """Example ids held by every group ({example_id: record} of one setting), sorted (so no statistic depends on
+    the order records were written in). Raises ``RobustMMError`` if an id carries different inputs in two groups."""
     first, *others = groups
-    ids = [i for i in first if all(i in g for g in others)]
+    ids = sorted(i for i in first if all(i in g for g in others))
     for i in ids:
         for g, label in zip(others, labels[1:]):
             if (g[i].text, g[i].answers) != (first[i].text, first[i].answers):

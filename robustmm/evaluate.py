@@ -24,6 +24,7 @@ import torch
 from robustmm.attacks.base import Attack, AttackBatch
 from robustmm.data.dataset import Dataset
 from robustmm.data.images import to_tensor
+from robustmm.errors import RobustMMError
 from robustmm.metrics import answer_score, is_correct
 from robustmm.models.pair import ModelPair
 from robustmm.records import RecordStore
@@ -154,25 +155,33 @@ def run_attacks(
     store: RecordStore | None,
     existing: Sequence[AttackRecord],
     progress: Progress | None = None,
-    gallery=None,
     images: ImageBank | None = None,
+    ranks=None,
+    batch_sizes: dict | None = None,
 ) -> list[AttackRecord]:
     """The records of ``dataset`` (stored ones first), computing whichever are missing.
 
-    ``gallery`` (optional, a :class:`robustmm.gallery.Gallery`) receives succeeded examples' images;
-    ``images`` reuses an :class:`ImageBank` of the dataset's examples.
+    ``images`` reuses an :class:`ImageBank` of the dataset's examples. In a torchrun job (``ranks``) this
+    process computes only its share: every ``world``-th example, from position ``rank``, of those that miss
+    a record (all members and attacks of an example on one rank). On CUDA out-of-memory a batch is halved
+    and retried; the sizes used are noted in ``batch_sizes`` ({attack key: size}).
     """
+    from robustmm.distributed import shard
+
     scope = f"{dataset.task.value}/{dataset.name}"
     wanted = {e.id for e in dataset.examples}
     ours = [r for r in existing if f"{r.task}/{r.dataset}" == scope and r.example_id in wanted]
     done = {r.key for r in ours}
-    if progress is not None:  # report what is already stored, then each finished batch
+    if progress is not None and (ranks is None or ranks.main):  # what is already stored, then each finished batch
         for r in ours:
             progress(r.member, r.attack_key, 1)
     images = images or ImageBank()
     task = dataset.task.value
+    units = [(member, attack.key()) for member in pair.members() for attack in attacks]
+    needy = [e.id for e in dataset.examples if any((scope, m, k, e.id) not in done for m, k in units)]
+    mine = shard(needy, ranks)
     for member, model in pair.members().items():
-        missing = {attack.key(): [e for e in dataset.examples if (scope, member, attack.key(), e.id) not in done]
+        missing = {attack.key(): [e for e in dataset.examples if e.id in mine and (scope, member, attack.key(), e.id) not in done]
                    for attack in attacks}
         needed = {e.id: e for todo in missing.values() for e in todo}
         if not needed:
@@ -185,10 +194,23 @@ def run_attacks(
                 new = [_record(run, dataset, member, model, attack, e, clean[e.id], None) for e in skipped]
                 _store(store, new, ours, progress, member, attack)
             attackable = [e for e in todo if clean[e.id].correct]
-            for start in range(0, len(attackable), batch_size):
-                chunk = attackable[start:start + batch_size]
-                new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed, gallery)
+            size, start = batch_size, 0
+            while start < len(attackable):
+                chunk = attackable[start:start + size]
+                try:
+                    new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed)
+                except torch.cuda.OutOfMemoryError:
+                    if size == 1:
+                        raise RobustMMError(f"CUDA ran out of memory attacking one example with {attack.key()}; use a "
+                                            "smaller model dtype (--dtype bf16), --gradient-checkpointing or a larger GPU.") from None
+                    torch.cuda.empty_cache()
+                    size = max(1, size // 2)
+                    log.warning("CUDA out of memory under %s: batch size halved to %d", attack.key(), size)
+                    if batch_sizes is not None:
+                        batch_sizes[attack.key()] = size
+                    continue
                 _store(store, new, ours, progress, member, attack)
+                start += len(chunk)
     return ours
 
 
@@ -202,7 +224,7 @@ def _store(store: RecordStore | None, new: list[AttackRecord], ours: list[Attack
 
 
 def attack_batch(model, member: str, attack: Attack, examples: Sequence[Example], dataset: Dataset, run: str,
-                 clean: dict[str, CleanAnswer], images: ImageBank, seed: int, gallery=None) -> list[AttackRecord]:
+                 clean: dict[str, CleanAnswer], images: ImageBank, seed: int) -> list[AttackRecord]:
     """Attack ``examples`` (all answered correctly clean by ``model``) and return one record each."""
     device = model.device
     pixels = images.pixels(examples, model.image_size).to(device)
@@ -214,8 +236,6 @@ def attack_batch(model, member: str, attack: Attack, examples: Sequence[Example]
     for i, example in enumerate(examples):
         outcome = _Adversarial(model.candidates[adversarial[i]], result.texts[i], dict(result.info[i]))
         records.append(_record(run, dataset, member, model, attack, example, clean[example.id], outcome))
-        if gallery is not None:
-            gallery.add(records[-1], pixels[i], result.pixels[i].to(pixels.device))
     return records
 
 

@@ -206,14 +206,15 @@ def _check_writable(folder: Path) -> None:
         raise RobustMMError(f"Output folder {folder} is not writable ({err.strerror or err}).") from err
 
 
-def load_everything(spec: RunSpec):
-    """(attacks, full splits, pairs, device): everything resolved and checked, nothing written."""
+def load_everything(spec: RunSpec, device=None):
+    """(attacks, full splits, pairs, device): everything resolved and checked, nothing written.
+    ``device`` overrides ``spec.device`` (a torchrun rank's own device)."""
     from robustmm.data import load_dataset
     from robustmm.models.pair import load_pair, resolve_device
 
     spec.check()
     attacks = build_attacks(spec)
-    device = resolve_device(spec.device)
+    device = device if device is not None else resolve_device(spec.device)
     pools = [load_dataset(d, split=spec.split, limit=None, seed=spec.seed) for d in spec.datasets]
     names = [d.name for d in pools]
     if len(set(names)) < len(names):
@@ -238,34 +239,73 @@ def load_everything(spec: RunSpec):
 
 
 def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, command: str = "",
-                   progress_factory: Callable | None = None, fresh: bool = False) -> tuple[Path, object]:
+                   progress_factory: Callable | None = None, fresh: bool = False) -> tuple[Path | None, object]:
     """Run (or resume) ``spec`` in ``out/name``; returns (report path, Summary).
 
     ``progress_factory(dataset, pair, attacks, total)`` makes the runner's progress callback per dataset;
-    ``fresh`` refuses a folder that already holds records instead of resuming it.
+    ``fresh`` refuses a folder that already holds records instead of resuming it. Under ``torchrun`` every
+    rank calls this; rank 0 returns the report and the Summary, the other ranks (None, None)
+    (:mod:`robustmm.distributed`).
     """
+    from robustmm import distributed
+
     check_name(name)
-    attacks, pools, pairs, device = load_everything(spec)
+    spec.check()
+    ranks = distributed.from_environment()
+    device = distributed.start(ranks, spec.device) if ranks is not None else None
+    try:
+        return _run(spec, out, name, command, progress_factory, fresh, ranks, device)
+    finally:
+        if ranks is not None:
+            distributed.stop()
+
+
+def _run(spec, out, name, command, progress_factory, fresh, ranks, device) -> tuple[Path | None, object]:
+    from contextlib import nullcontext
+
+    from robustmm import distributed
+
+    attacks, pools, pairs, device = load_everything(spec, device)
     identity = run_identity(spec, attacks, pools, pairs, device)
+    if ranks is not None:
+        digests = distributed.gather(identity_digest(identity))
+        if len(set(digests)) > 1:
+            raise RobustMMError(f"The ranks disagree on the run's settings (identities {', '.join(sorted(set(digests)))}); "
+                                "launch every rank with the same command, presets, checkpoints and data.")
     run_name = run_folder_name(spec, identity, name)
     run_dir = Path(out) / run_name
-    if fresh and (run_dir / "records.jsonl").exists():
-        raise RobustMMError(f"Run folder {run_dir} already holds records; remove it or choose another --name to start afresh.")
-    _check_writable(run_dir)
-    with RunLock(run_dir):
-        return _run_in(spec, run_dir, run_name, identity, attacks, pools, pairs, device, command, progress_factory)
+    main = ranks is None or ranks.main
+    lock = RunLock(run_dir) if main else nullcontext()
+    ok, problem = True, ""
+    try:
+        if main:
+            if fresh and (run_dir / "records.jsonl").exists():
+                raise RobustMMError(f"Run folder {run_dir} already holds records; remove it or choose another --name to start afresh.")
+            _check_writable(run_dir)
+            lock.__enter__()
+            _prepare(run_dir, identity, spec)
+    except RobustMMError as err:
+        ok, problem = False, str(err)
+    try:
+        if ranks is not None:
+            distributed.agree(ok, problem)
+            seen = _read_json(run_dir / "run.json", "run settings").get("digest") if (run_dir / "run.json").is_file() else None
+            distributed.agree(seen == identity_digest(identity),
+                              f"rank {ranks.rank} cannot see {run_dir / 'run.json'} that rank 0 wrote: the run folder must be "
+                              "on storage every node shares (give --out a shared filesystem).")
+            _log_to_file(run_dir, ranks)
+        elif not ok:
+            raise RobustMMError(problem)
+        return _run_in(spec, run_dir, run_name, identity, attacks, pools, pairs, device, command, progress_factory, ranks)
+    finally:
+        if main and ok:
+            lock.__exit__(None, None, None)
 
 
-def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks, pools, pairs, device, command: str,
-            progress_factory: Callable | None) -> tuple[Path, object]:
-    """The run itself, in a folder this process holds the lock of."""
-    from robustmm.evaluate import ImageBank, run_attacks
-    from robustmm.gallery import Gallery
-    from robustmm.generation import generate_rows, generation_lines
-    from robustmm.models.describe import member_table
+def _prepare(run_dir: Path, identity: dict, spec: RunSpec) -> None:
+    """Rank 0, holding the lock: refuse a folder of other settings, write run.json, set torn record tails aside."""
+    from robustmm import distributed
     from robustmm.records import RecordStore
-    from robustmm.report import render
-    from robustmm.summary import LABELS, MEMBERS, summarize
 
     config_path = run_dir / "run.json"
     if config_path.exists():
@@ -275,32 +315,87 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
             raise RobustMMError(f"Run folder {run_dir} holds records made with other settings ({', '.join(changed) or 'an older format'} "
                                 "changed); choose another --name, or remove the folder to start afresh.")
     _write_json(config_path, {"spec": asdict(spec), "identity": identity, "digest": identity_digest(identity)})
+    for path in [run_dir / "records.jsonl", *distributed.rank_files(run_dir)]:
+        aside = RecordStore(path).set_aside_torn_tail()
+        if aside is not None:
+            log.warning("%s ended in a torn line (an interrupted write); it was moved to %s and the run resumes.", path, aside.name)
 
-    store = RecordStore(run_dir / "records.jsonl")
-    aside = store.set_aside_torn_tail()
-    if aside is not None:
-        log.warning("%s ended in a torn line (an interrupted write); it was moved to %s and the run resumes.",
-                    store.path, aside.name)
-    gallery = Gallery(run_dir / "gallery")
-    existing = store.load()
+
+def _log_to_file(run_dir: Path, ranks) -> None:
+    """Ranks other than 0 log to ``<run>/logs/rank-<r>.log`` (rank 0 speaks for the job on the terminal)."""
+    if ranks.main:
+        return
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "logs" / f"rank-{ranks.rank}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("robustmm").addHandler(handler)
+    logging.getLogger("robustmm").setLevel(logging.INFO)
+
+
+def _stored(run_dir: Path, ranks) -> list:
+    """Every record of the run so far: records.jsonl plus, in a torchrun job, every rank's file."""
+    from robustmm import distributed
+    from robustmm.records import RecordStore
+
+    paths = [run_dir / "records.jsonl"] + (distributed.rank_files(run_dir) if ranks is not None else [])
+    seen, records = set(), []
+    for path in paths:
+        for record in RecordStore(path).load():
+            if record.key not in seen:
+                seen.add(record.key)
+                records.append(record)
+    return records
+
+
+def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks, pools, pairs, device, command: str,
+            progress_factory: Callable | None, ranks=None) -> tuple[Path | None, object]:
+    """The run itself (every rank of a torchrun job runs it on its share)."""
+    from robustmm import distributed
+    from robustmm.evaluate import ImageBank, run_attacks
+    from robustmm.gallery import Gallery
+    from robustmm.generation import generate_rows, generation_lines
+    from robustmm.models.describe import member_table
+    from robustmm.records import RecordStore
+    from robustmm.report import render
+    from robustmm.summary import LABELS, MEMBERS, summarize
+
+    main = ranks is None or ranks.main
+    store = RecordStore(run_dir / ("records.jsonl" if ranks is None else distributed.RANK_FILE.format(ranks.rank)))
+    existing = _stored(run_dir, ranks)
     resumed = len(existing)
     started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-    records, sequential, extra, members = [], {}, {}, {}
+    sequential, extra, members, planned, batch_sizes, samples = {}, {}, {}, set(), {}, {}
+    images = ImageBank()
+    ok, problem = True, ""
     for pool, pair in zip(pools, pairs):
         first = len(pool) if spec.limit is None else min(spec.limit, len(pool))
-        progress = progress_factory(pool, pair, attacks, first) if progress_factory else None
-        images = ImageBank()
+        display = progress_factory(pool, pair, attacks, first) if progress_factory and main else None
+        progress, others = display, None
+        if ranks is not None:
+            progress = distributed.RankProgress(run_dir, ranks.rank, pool.name, inner=display) if not main else display
+            others = distributed.OtherRanks(run_dir, ranks, pool.name, display) if main and display is not None else None
         try:
             n = first
             while True:
                 dataset = pool.subset(n, spec.seed)
-                ours = run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
-                                   store=store, existing=existing, progress=progress, gallery=gallery, images=images)
-                known = {r.key for r in existing}
-                existing = existing + [r for r in ours if r.key not in known]  # this round's new records
+                try:
+                    run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
+                                store=store, existing=existing, progress=progress, images=images, ranks=ranks,
+                                batch_sizes=batch_sizes)
+                except RobustMMError as err:
+                    ok, problem = False, str(err)
+                if ranks is not None:
+                    distributed.agree(ok, problem)
+                elif not ok:
+                    raise RobustMMError(problem)
+                existing = _stored(run_dir, ranks)
+                planned |= {(f"{pool.task.value}/{pool.name}", m, a.key(), e.id) for m in MEMBERS for a in attacks
+                            for e in dataset.examples}
+                samples[pool.name] = dataset
                 if not spec.until_decided:
                     break
-                decided = sequential_state(ours, pool, n, spec)
+                scope = [r for r in existing if (r.task, r.dataset) == (pool.task.value, pool.name)]
+                decided = sequential_state(scope, pool, n, spec)
                 sequential[pool.name] = decided
                 if decided["stop"] or n >= len(pool):
                     break
@@ -308,23 +403,36 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
                 if progress is not None and hasattr(progress, "grow"):
                     progress.grow(n)
         finally:
-            if progress is not None and hasattr(progress, "close"):
-                progress.close()
-        records += ours
+            for item in (others, progress):
+                if item is not None and hasattr(item, "close"):
+                    item.close()
         key = (pool.task.value, pool.name)
         members[pool.name] = member_table({m: model.info for m, model in pair.members().items()})
         extra[key] = []
         if pool.name in sequential:
             extra[key] += sequential_lines(sequential[pool.name], spec)
-        if spec.answer == "generate":
+        if spec.answer == "generate" and main:
             rows = generate_rows(pair, dataset, images, spec.batch_size, run_dir / "generations.jsonl")
             extra[key] += generation_lines(rows, dict(zip(MEMBERS, LABELS)))
+    if ranks is not None:
+        distributed.agree(True, "")
+        if not main:
+            return None, None
+        records = distributed.merge(run_dir, planned)
+    else:
+        records = existing
+    records = [r for r in records if (r.task + "/" + r.dataset, r.member, r.attack_key, r.example_id) in planned]
+    Gallery(run_dir / "gallery").rebuild({p.name: pair for p, pair in zip(pools, pairs)}, list(samples.values()), attacks,
+                                         records, images, spec.seed)
     summary = summarize(records, seed=spec.seed)
     meta = {"run": run_name, "command": command, "spec": asdict(spec), "seed": spec.seed, "device": str(device),
             "batch_size": spec.batch_size, "dtype": spec.dtype, "limit": spec.limit,
             "examples": {d.name: len({r.example_id for r in records if r.dataset == d.name}) for d in pools},
             "wall_seconds": round(time.perf_counter() - start, 1), "started": started, "records": len(records),
-            "resumed_records": resumed, "identity": identity_digest(identity), "versions": versions(), "members": members}
+            "resumed_records": resumed, "identity": identity_digest(identity), "versions": versions(), "members": members,
+            "processes": 1 if ranks is None else ranks.world}
+    if batch_sizes:
+        meta["batch_sizes_after_oom"] = batch_sizes
     if spec.until_decided:
         meta["stopping"] = (f"until every headline CI (anytime-valid) is within ±{100 * spec.precision:g} points, in rounds of "
                             f"{spec.limit} examples: " + "; ".join(f"{d} stopped at n = {s['n']} ({s['reason']})"

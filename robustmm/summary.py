@@ -47,7 +47,7 @@ def summarize(records: Sequence[AttackRecord], seed: int = 0) -> Summary:
     for key, by_member in groups.items():
         if not all(m in by_member for m in MEMBERS):
             continue
-        shared = [i for i in by_member["prompt"] if i in by_member["finetune"]]
+        shared = sorted(i for i in by_member["prompt"] if i in by_member["finetune"])  # record order must not matter
         if not shared:
             continue
         comparisons.append(compare([by_member["prompt"][i] for i in shared], [by_member["finetune"][i] for i in shared],
