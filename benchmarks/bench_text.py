@@ -68,12 +68,21 @@ def run_stock(model, config, examples, pixels, targets):
 
     from robustmm.attacks.text import parts as ta
 
+    from robustmm.attacks.text import WordSubstitution
+    from robustmm.attacks.text.pos import PosTagger
+
     wrapper = ta.ImageBoundModelWrapper(model, pixels[:1])
-    constraints = [ta.RepeatModification(), ta.stopword_constraint(),
-                   ta.MaxWordsPerturbed(max_percent=config.max_words_fraction),
-                   ta.MiniLMSimilarity(config.min_similarity, config.similarity_window or None)]
-    attack = Attack(UntargetedClassification(wrapper), constraints,
-                    ta.WordNetSynonymSwap(filter_antonyms=config.filter_antonyms), GreedyWordSwapWIR(config.wir))
+    protections = {WordSubstitution(config).protection_for(model, e, frozenset()).key for e in examples}
+    assert len(protections) == 1, "the stock loop shares one protection between its examples"
+    protection = WordSubstitution(config).protection_for(model, examples[0], frozenset())
+    constraints = [ta.RepeatModification(), ta.stopword_constraint(), ta.ProtectedWords(protection),
+                   ta.MaxWordsPerturbed(max_percent=config.max_words_fraction), ta.NoProtectedReplacement(protection),
+                   ta.MiniLMSimilarity(config.min_similarity, config.similarity_window or None,
+                                       max_candidates=config.max_candidates)]
+    tagger = PosTagger() if config.pos == "context" else None
+    transformation = ta.WordNetSynonymSwap(filter_antonyms=config.filter_antonyms, tagger=tagger,
+                                           multiword=config.multiword)
+    attack = Attack(UntargetedClassification(wrapper), constraints, transformation, GreedyWordSwapWIR(config.wir))
     statuses, texts = [], []
     start, cpu = time.perf_counter(), time.process_time()
     for example, px, target in zip(examples, pixels, targets):
@@ -123,9 +132,14 @@ def main() -> None:
     from robustmm.attacks.text import parts as ta
 
     ta.textattack.shared.utils.logger.setLevel(logging.ERROR)  # its "Unknown if model ... compatible" notice
+    from robustmm.attacks.text.pos import load_pipeline
+    from robustmm.attacks.text.protect import word_classes
+
     ta.WordNetSynonymSwap()._get_replacement_words("shape")
     ta.shared_encoder("cpu").encode(["warm up"])
-    print(f"setup (TextAttack import, WordNet, MiniLM): {time.perf_counter() - t0:.1f}s; {len(examples)} examples; "
+    load_pipeline()("warm up")
+    word_classes("shape")
+    print(f"setup (TextAttack import, WordNet, MiniLM, spaCy): {time.perf_counter() - t0:.1f}s; {len(examples)} examples; "
           f"{torch.get_num_threads()} torch threads; config {config}")
 
     stock_s, stock_cpu, stock_status, stock_texts = run_stock(model, config, examples, pixels, targets)
@@ -143,8 +157,9 @@ def main() -> None:
           f"same adversarial text on {sum(a == b for a, b in zip(stock_texts, ours_texts))}/{n} examples")
     substituted = sum(i["words_changed"] for i in info)
     unknown = sum(i["unknown_substitutions"] for i in info)
-    print(f"robustmm: {substituted} substituted words, {unknown} mapped to [UNK] by the model's tokenizer; "
-          f"{sum(i['queries'] for i in info) / n:.1f} model queries per example")
+    protected = sum(i["details"]["protected_edits"] for i in info)
+    print(f"robustmm: {substituted} substituted words, {unknown} mapped to [UNK] by the model's tokenizer, "
+          f"{protected} touching a protected word; {sum(i['queries'] for i in info) / n:.1f} model queries per example")
 
 
 if __name__ == "__main__":
