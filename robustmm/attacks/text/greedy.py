@@ -63,9 +63,11 @@ def _check_common(name: str, fraction: float, similarity: float, window: int, wi
     check_lists(protect, name)
 
 
-def _check_word_options(name: str, pos: str, max_candidates: int) -> None:
+def _check_word_options(name: str, pos: str, max_senses: int, max_candidates: int) -> None:
     if pos not in POS_OPTIONS:
         raise RobustMMError(f"{name} pos must be one of {', '.join(POS_OPTIONS)}, not {pos!r}.")
+    if max_senses < 0:
+        raise RobustMMError(f"{name} max_senses must be 0 (all) or a positive number, not {max_senses}.")
     if max_candidates < 0:
         raise RobustMMError(f"{name} max_candidates must be 0 (all) or a positive number, not {max_candidates}.")
 
@@ -92,8 +94,12 @@ class WordSubConfig:
       synonyms (``color`` lists ``discolor`` as both).
     - ``wir`` "delete": TextFooler's word-importance ranking by deletion.
     - ``pos`` "context": candidates come only from the WordNet senses of the word's part of
-      speech in its sentence (spaCy tagger, :mod:`robustmm.attacks.text.pos`); "any" reads
-      every sense (TextAttack's ``WordSwapWordNet``; "red" -> "Marxist").
+      speech in its sentence (spaCy tagger, :mod:`robustmm.attacks.text.pos`), inflected like the
+      word ("contains" -> "holds"); "any" reads every sense, uninflected (TextAttack's
+      ``WordSwapWordNet``; "red" -> "Marxist").
+    - ``max_senses`` 2: of those senses, the 2 whose WordNet glosses are closest to the sentence
+      in the sentence encoder's view (embedding Lesk; "contains" in "the picture contains a
+      circle" keeps "include" and "hold within", not "check, stop"); 0 = every sense.
     - ``protect_answers`` true, ``protect`` negations+quantifiers+numbers, ``protect_words`` none:
       the label-bearing words never changed nor introduced (:mod:`robustmm.attacks.text.protect`;
       answers = VQA answer words / VE colours, shapes, numbers and objects).
@@ -109,6 +115,7 @@ class WordSubConfig:
     filter_antonyms: bool = True
     wir: str = "delete"
     pos: str = "context"
+    max_senses: int = 2
     protect_answers: bool = True
     protect: tuple[str, ...] = DEFAULT_LISTS
     max_candidates: int = 50
@@ -118,7 +125,7 @@ class WordSubConfig:
     def __post_init__(self) -> None:
         _check_common("word-sub", self.max_words_fraction, self.min_similarity, self.similarity_window, self.wir,
                       self.protect)
-        _check_word_options("word-sub", self.pos, self.max_candidates)
+        _check_word_options("word-sub", self.pos, self.max_senses, self.max_candidates)
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,7 @@ class GreedyTextAttack(Attack):
         self._protections: dict[tuple, tuple[list, list]] = {}  # Protection.key -> (pre, post) constraints
         self._seeded_transformations: dict[int, Any] = {}
         self._parts = None
+        self._device = "cpu"
 
     # -- building -----------------------------------------------------------
     def transformation(self, parts, seed: int = 0):
@@ -250,6 +258,7 @@ class GreedyTextAttack(Attack):
         if self._parts is None:
             from robustmm.attacks.text import parts as ta
 
+            self._device = device
             c = self.config
             similarity = None
             if c.min_similarity > 0:
@@ -446,6 +455,25 @@ class GreedyTextAttack(Attack):
             states.append(state)
         return states
 
+    def _prepare_senses(self, states: list[_Example], leave_one: dict[int, tuple[list[int], list[str]]]) -> None:
+        """Embed, in one encoder call, every sentence and every gloss the sense ranker will compare
+        (the senses of all words the search may swap), instead of one call per word and example."""
+        transformation = self._parts["transformation"]
+        senses, tagger = getattr(transformation, "senses", None), self.tagger()
+        if senses is None or not transformation.max_senses or tagger is None:
+            return
+        from nltk.corpus import wordnet
+
+        sentences, synsets = [], {}
+        for b, (indices, _) in leave_one.items():
+            original = states[b].original
+            pos = tagger.wordnet_pos(original.text, original.words)
+            sentences.append(original.text)
+            for i in indices:
+                if pos[i]:
+                    synsets.update((s.name(), s) for s in wordnet.synsets(original.words[i], pos=pos[i]))
+        senses.prepare(sentences, [synsets[name] for name in sorted(synsets)])
+
     @staticmethod
     def _nothing_to_attack(state: _Example, stopwords: frozenset[str]) -> str | None:
         """Why an example has no word to attack (see ``skipped_reason``), or None."""
@@ -493,6 +521,7 @@ class GreedyTextAttack(Attack):
             else:
                 texts = [state.original.replace_word_at_index(i, UNK).text for i in indices]
             leave_one[b] = (indices, texts)
+        self._prepare_senses(states, leave_one)
         self._score(model, pixels, states, [(b, t) for b, (_, texts) in leave_one.items() for t in texts])
         for b, (indices, texts) in leave_one.items():
             state = states[b]
@@ -615,9 +644,16 @@ class WordSubstitution(GreedyTextAttack):
             self._tagger = PosTagger()
         return self._tagger
 
+    def senses(self, parts):
+        """The sense ranker (MiniLM over WordNet glosses), or None when every sense is read."""
+        if self.config.pos == "any" or not self.config.max_senses:
+            return None
+        return parts.shared_senses(self._device)
+
     def transformation(self, parts, seed: int = 0):
         return parts.WordNetSynonymSwap(filter_antonyms=self.config.filter_antonyms, tagger=self.tagger(),
-                                        multiword=self.config.multiword)
+                                        multiword=self.config.multiword, senses=self.senses(parts),
+                                        max_senses=self.config.max_senses)
 
 
 @dataclass(frozen=True)
@@ -629,7 +665,7 @@ class WordNetNNConfig(WordSubConfig):
     def __post_init__(self) -> None:
         _check_common("wordnet-nn", self.max_words_fraction, self.min_similarity, self.similarity_window, self.wir,
                       self.protect)
-        _check_word_options("wordnet-nn", self.pos, self.max_candidates)
+        _check_word_options("wordnet-nn", self.pos, self.max_senses, self.max_candidates)
 
 
 @register_attack
@@ -659,7 +695,8 @@ class WordNetNeighbours(WordSubstitution):
 
     def transformation(self, parts, seed: int = 0):
         return parts.WordNetNeighbourSwap(filter_antonyms=self.config.filter_antonyms, tagger=self.tagger(),
-                                          multiword=self.config.multiword)
+                                          multiword=self.config.multiword, senses=self.senses(parts),
+                                          max_senses=self.config.max_senses)
 
 
 @register_attack
