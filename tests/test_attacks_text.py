@@ -324,7 +324,7 @@ def test_attacks_succeed_on_the_finetuned_easy_vqa_model():
     if not (DEFAULT_FINETUNE / "config.json").is_file():
         pytest.skip(f"the default pair is not built ({DEFAULT_FINETUNE})")
     model = load_model(DEFAULT_FINETUNE)
-    examples = load_dataset("easy-vqa", split="test").examples[:40]
+    examples = load_dataset("easy-vqa", split="test", limit=40, seed=0).examples  # a seeded sample
     pixels = to_tensor([e.image for e in examples], model.image_size)
     texts = [e.text for e in examples]
     targets = model.target_indices([e.label for e in examples])
