@@ -80,10 +80,8 @@ def run_stock(model, config, examples, pixels, targets):
                    ta.MiniLMSimilarity(config.min_similarity, config.similarity_window or None,
                                        max_candidates=config.max_candidates)]
     tagger = PosTagger() if config.pos == "context" else None
-    # A private sense ranker (cold cache): robustmm's side uses the process-wide one, cold too (run after this).
-    senses = ta.SenseRanker(ta.shared_encoder("cpu")) if config.pos == "context" and config.max_senses else None
     transformation = ta.WordNetSynonymSwap(filter_antonyms=config.filter_antonyms, tagger=tagger,
-                                           multiword=config.multiword, senses=senses, max_senses=config.max_senses)
+                                           multiword=config.multiword)
     attack = Attack(UntargetedClassification(wrapper), constraints, transformation, GreedyWordSwapWIR(config.wir))
     statuses, texts = [], []
     start, cpu = time.perf_counter(), time.process_time()

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-BEFORE = {"pos": "any", "max_senses": 0, "multiword": True, "protect_answers": False, "protect": (), "max_candidates": 0}
+BEFORE = {"pos": "any", "multiword": True, "protect_answers": False, "protect": (), "max_candidates": 0}
 SETTINGS = [("word-sub", "before", BEFORE), ("word-sub", "after", {}),
             ("char-swap", "before", {"protect_answers": False, "protect": ()}), ("char-swap", "after", {}),
             ("wordnet-nn", "after", {})]

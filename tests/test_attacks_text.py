@@ -239,6 +239,7 @@ def _changed(original: str, perturbed: str) -> list[tuple[int, str, str]]:
 
 def test_word_sub_changes_only_allowed_words(tiny_runs):
     from robustmm.attacks.text.parts import WordNetSynonymSwap, wordnet_antonyms
+    from robustmm.attacks.text.protect import base_forms
 
     _, batch, _, runs = tiny_runs
     config, stop, synonyms = get_attack("word-sub").config, english_stopwords(), WordNetSynonymSwap(filter_antonyms=False)
@@ -249,7 +250,8 @@ def test_word_sub_changes_only_allowed_words(tiny_runs):
         assert len(changed) <= math.ceil(config.max_words_fraction * len(words))
         for _, old, new in changed:
             assert old not in stop
-            assert new in synonyms._get_replacement_words(old)  # a WordNet synonym ...
+            allowed = set(synonyms._get_replacement_words(old))
+            assert new in allowed or base_forms(new.lower()) & allowed  # a WordNet synonym (inflected like old) ...
             assert new.lower() not in wordnet_antonyms(old)  # ... and never an antonym
         if changed:
             assert row["similarity"] >= config.min_similarity

@@ -63,11 +63,9 @@ def _check_common(name: str, fraction: float, similarity: float, window: int, wi
     check_lists(protect, name)
 
 
-def _check_word_options(name: str, pos: str, max_senses: int, max_candidates: int) -> None:
+def _check_word_options(name: str, pos: str, max_candidates: int) -> None:
     if pos not in POS_OPTIONS:
         raise RobustMMError(f"{name} pos must be one of {', '.join(POS_OPTIONS)}, not {pos!r}.")
-    if max_senses < 0:
-        raise RobustMMError(f"{name} max_senses must be 0 (all) or a positive number, not {max_senses}.")
     if max_candidates < 0:
         raise RobustMMError(f"{name} max_candidates must be 0 (all) or a positive number, not {max_candidates}.")
 
@@ -97,9 +95,6 @@ class WordSubConfig:
       speech in its sentence (spaCy tagger, :mod:`robustmm.attacks.text.pos`), inflected like the
       word ("contains" -> "holds"); "any" reads every sense, uninflected (TextAttack's
       ``WordSwapWordNet``; "red" -> "Marxist").
-    - ``max_senses`` 2: of those senses, the 2 whose WordNet glosses are closest to the sentence
-      in the sentence encoder's view (embedding Lesk; "contains" in "the picture contains a
-      circle" keeps "include" and "hold within", not "check, stop"); 0 = every sense.
     - ``protect_answers`` true, ``protect`` negations+quantifiers+numbers, ``protect_words`` none:
       the label-bearing words never changed nor introduced (:mod:`robustmm.attacks.text.protect`;
       answers = VQA answer words / VE colours, shapes, numbers and objects).
@@ -115,7 +110,6 @@ class WordSubConfig:
     filter_antonyms: bool = True
     wir: str = "delete"
     pos: str = "context"
-    max_senses: int = 2
     protect_answers: bool = True
     protect: tuple[str, ...] = DEFAULT_LISTS
     max_candidates: int = 50
@@ -125,7 +119,7 @@ class WordSubConfig:
     def __post_init__(self) -> None:
         _check_common("word-sub", self.max_words_fraction, self.min_similarity, self.similarity_window, self.wir,
                       self.protect)
-        _check_word_options("word-sub", self.pos, self.max_senses, self.max_candidates)
+        _check_word_options("word-sub", self.pos, self.max_candidates)
 
 
 @dataclass(frozen=True)
@@ -236,7 +230,6 @@ class GreedyTextAttack(Attack):
         self._protections: dict[tuple, tuple[list, list]] = {}  # Protection.key -> (pre, post) constraints
         self._seeded_transformations: dict[int, Any] = {}
         self._parts = None
-        self._device = "cpu"
 
     # -- building -----------------------------------------------------------
     def transformation(self, parts, seed: int = 0):
@@ -258,7 +251,6 @@ class GreedyTextAttack(Attack):
         if self._parts is None:
             from robustmm.attacks.text import parts as ta
 
-            self._device = device
             c = self.config
             similarity = None
             if c.min_similarity > 0:
@@ -289,10 +281,9 @@ class GreedyTextAttack(Attack):
         from robustmm.attacks.text.protect import example_protection
 
         c = self.config
-        task = getattr(example.task, "value", example.task) if example is not None else "vqa"
-        answers = tuple(example.answers) if example is not None else ()
-        return example_protection(task, answers, getattr(model, "candidates", ()), dataset_words, c.protect,
-                                  c.protect_answers, c.protect_words)
+        task = getattr(example.task, "value", example.task)
+        return example_protection(task, tuple(example.answers), getattr(model, "candidates", ()), dataset_words,
+                                  c.protect, c.protect_answers, c.protect_words)
 
     def _transformation(self, state: _Example):
         if not self.seeded:
@@ -443,8 +434,7 @@ class GreedyTextAttack(Attack):
         states = []
         for b, text in enumerate(batch.texts):
             head, tail, tail_cut = split_at_reach(model, text)
-            example = batch.examples[b] if b < len(batch.examples) else None
-            protection = self.protection_for(model, example, batch.protected)
+            protection = self.protection_for(model, batch.examples[b], batch.protected)
             pre, post = self.protection_constraints(protection)
             state = _Example(ta.AttackedText(head), int(batch.targets[b]), tail=tail, tail_cut=tail_cut,
                              out_of_reach=len(words_from_text(tail)) if tail else 0, protection=protection,
@@ -454,25 +444,6 @@ class GreedyTextAttack(Attack):
             state.current = state.original
             states.append(state)
         return states
-
-    def _prepare_senses(self, states: list[_Example], leave_one: dict[int, tuple[list[int], list[str]]]) -> None:
-        """Embed, in one encoder call, every sentence and every gloss the sense ranker will compare
-        (the senses of all words the search may swap), instead of one call per word and example."""
-        transformation = self._parts["transformation"]
-        senses, tagger = getattr(transformation, "senses", None), self.tagger()
-        if senses is None or not transformation.max_senses or tagger is None:
-            return
-        from nltk.corpus import wordnet
-
-        sentences, synsets = [], {}
-        for b, (indices, _) in leave_one.items():
-            original = states[b].original
-            pos = tagger.wordnet_pos(original.text, original.words)
-            sentences.append(original.text)
-            for i in indices:
-                if pos[i]:
-                    synsets.update((s.name(), s) for s in wordnet.synsets(original.words[i], pos=pos[i]))
-        senses.prepare(sentences, [synsets[name] for name in sorted(synsets)])
 
     @staticmethod
     def _nothing_to_attack(state: _Example, stopwords: frozenset[str]) -> str | None:
@@ -521,7 +492,6 @@ class GreedyTextAttack(Attack):
             else:
                 texts = [state.original.replace_word_at_index(i, UNK).text for i in indices]
             leave_one[b] = (indices, texts)
-        self._prepare_senses(states, leave_one)
         self._score(model, pixels, states, [(b, t) for b, (_, texts) in leave_one.items() for t in texts])
         for b, (indices, texts) in leave_one.items():
             state = states[b]
@@ -644,16 +614,9 @@ class WordSubstitution(GreedyTextAttack):
             self._tagger = PosTagger()
         return self._tagger
 
-    def senses(self, parts):
-        """The sense ranker (MiniLM over WordNet glosses), or None when every sense is read."""
-        if self.config.pos == "any" or not self.config.max_senses:
-            return None
-        return parts.shared_senses(self._device)
-
     def transformation(self, parts, seed: int = 0):
         return parts.WordNetSynonymSwap(filter_antonyms=self.config.filter_antonyms, tagger=self.tagger(),
-                                        multiword=self.config.multiword, senses=self.senses(parts),
-                                        max_senses=self.config.max_senses)
+                                        multiword=self.config.multiword)
 
 
 @dataclass(frozen=True)
@@ -665,7 +628,7 @@ class WordNetNNConfig(WordSubConfig):
     def __post_init__(self) -> None:
         _check_common("wordnet-nn", self.max_words_fraction, self.min_similarity, self.similarity_window, self.wir,
                       self.protect)
-        _check_word_options("wordnet-nn", self.pos, self.max_senses, self.max_candidates)
+        _check_word_options("wordnet-nn", self.pos, self.max_candidates)
 
 
 @register_attack
@@ -695,8 +658,7 @@ class WordNetNeighbours(WordSubstitution):
 
     def transformation(self, parts, seed: int = 0):
         return parts.WordNetNeighbourSwap(filter_antonyms=self.config.filter_antonyms, tagger=self.tagger(),
-                                          multiword=self.config.multiword, senses=self.senses(parts),
-                                          max_senses=self.config.max_senses)
+                                          multiword=self.config.multiword)
 
 
 @register_attack

@@ -42,9 +42,9 @@ from textattack.shared.utils import is_one_word  # noqa: E402
 from textattack.transformations import WordSwap, WordSwapWordNet  # noqa: E402
 
 __all__ = ["AttackedText", "MaxWordsPerturbed", "RepeatModification", "StopwordModification", "WordNetSynonymSwap",
-           "WordNetNeighbourSwap", "SenseRanker", "CharacterEditSwap", "ProtectedWords", "NoProtectedReplacement",
+           "WordNetNeighbourSwap", "CharacterEditSwap", "ProtectedWords", "NoProtectedReplacement",
            "MiniLMSimilarity", "ImageBoundModelWrapper", "candidate_probabilities", "stopword_constraint",
-           "shared_encoder", "shared_senses", "top_candidates", "wordnet_antonyms"]
+           "shared_encoder", "top_candidates", "wordnet_antonyms"]
 
 
 def wordnet_antonyms(word: str) -> frozenset[str]:
@@ -73,35 +73,26 @@ class WordNetSynonymSwap(WordSwapWordNet):
     every sense, as TextAttack's ``WordSwapWordNet`` does.
     """
 
-    def __init__(self, filter_antonyms: bool = True, tagger=None, multiword: bool = False, senses=None,
-                 max_senses: int = 0) -> None:
+    def __init__(self, filter_antonyms: bool = True, tagger=None, multiword: bool = False) -> None:
         WordSwap.__init__(self)
         self.language = "eng"
         self.filter_antonyms, self.tagger, self.multiword = filter_antonyms, tagger, multiword
-        self.senses, self.max_senses = senses, max_senses
         self._cache: dict[tuple, list[str]] = {}
 
-    def synsets(self, word: str, pos: str | None, sentence: str | None = None) -> list:
-        """The WordNet senses candidates come from: the word's synsets of ``pos`` (None = all); with a
-        :class:`SenseRanker` and ``max_senses``, only the ``max_senses`` senses whose glosses are
-        closest to ``sentence`` (the contextual ones)."""
-        synsets = wordnet.synsets(word, pos=pos)
-        if self.senses is not None and self.max_senses and sentence is not None and len(synsets) > self.max_senses:
-            synsets = self.senses.closest(sentence, synsets, self.max_senses)
-        return synsets
+    def synsets(self, word: str, pos: str | None) -> list:
+        """The WordNet senses candidates come from (here: the word's synsets of ``pos``; None = all)."""
+        return wordnet.synsets(word, pos=pos)
 
     def lemmas_of(self, synset) -> list[str]:
         """The lemma names a sense contributes (here: its own)."""
         return synset.lemma_names()
 
-    def replacement_words(self, word: str, pos: str | None = None, sentence: str | None = None) -> list[str]:
-        """Sorted single-word replacements of ``word`` read as part of speech ``pos`` (n/v/a/r; None = any)
-        in ``sentence`` (which picks the senses when ``max_senses`` is set)."""
-        synsets = self.synsets(word, pos, sentence)
-        key = (word, pos, tuple(s.name() for s in synsets))
+    def replacement_words(self, word: str, pos: str | None = None) -> list[str]:
+        """Sorted single-word replacements of ``word`` read as part of speech ``pos`` (n/v/a/r; None = any)."""
+        key = (word, pos)
         if key not in self._cache:
             banned = wordnet_antonyms(word) if self.filter_antonyms else frozenset()
-            names = {name for synset in synsets for name in self.lemmas_of(synset)}
+            names = {name for synset in self.synsets(word, pos) for name in self.lemmas_of(synset)}
             seen, kept = {word.lower()}, []
             for candidate in sorted(names):
                 low = candidate.lower()
@@ -116,15 +107,14 @@ class WordNetSynonymSwap(WordSwapWordNet):
     def _get_replacement_words(self, word, random=False):
         return self.replacement_words(word, None)
 
-    def inflected_replacements(self, word: str, pos: str, tag: str, sentence: str | None = None) -> list[str]:
-        """:meth:`replacement_words` of ``word`` as part of speech ``pos`` in ``sentence``, each inflected
-        like the word (Penn ``tag``: "contains"/VBZ -> "holds", "shapes"/NNS -> "forms"); cached."""
-        lemmas = self.replacement_words(word, pos, sentence)
-        key = (word, pos, tag, tuple(lemmas))
+    def inflected_replacements(self, word: str, pos: str, tag: str) -> list[str]:
+        """:meth:`replacement_words` of ``word`` as part of speech ``pos``, each inflected like the word
+        (Penn ``tag``: "contains"/VBZ -> "holds", "shapes"/NNS -> "forms"); cached."""
+        key = (word, pos, tag)
         if key not in self._cache:
             from robustmm.attacks.text.pos import inflect
 
-            forms = (inflect(lemma, tag) for lemma in lemmas)
+            forms = (inflect(lemma, tag) for lemma in self.replacement_words(word, pos))
             self._cache[key] = list(dict.fromkeys(f for f in forms if f and f.lower() != word.lower()))
         return list(self._cache[key])
 
@@ -142,50 +132,13 @@ class WordNetSynonymSwap(WordSwapWordNet):
             elif pos[i] is None:
                 continue  # pronoun, determiner, number, punctuation ...: no WordNet senses
             else:
-                replacements = self.inflected_replacements(words[i], pos[i], tags[i], current_text.text)
+                replacements = self.inflected_replacements(words[i], pos[i], tags[i])
             for replacement in replacements:
                 out.append(current_text.replace_word_at_index(i, replacement))
         return out
 
     def extra_repr_keys(self):
-        return ["filter_antonyms", "multiword", "max_senses"]
-
-
-class SenseRanker:
-    """Which WordNet senses of a word fit its sentence: MiniLM cosine between the sentence and each
-    sense's gloss ("lemma, lemma: definition"), an embedding form of the simplified Lesk algorithm
-    (Lesk 1986; Basile et al. 2014, https://aclanthology.org/C14-1151). Embeddings of sentences and
-    glosses are cached."""
-
-    def __init__(self, encoder) -> None:
-        self.encoder = encoder
-        self._vectors: dict[str, torch.Tensor] = {}
-
-    @staticmethod
-    def gloss(synset) -> str:
-        return f"{', '.join(n.replace('_', ' ') for n in synset.lemma_names())}: {synset.definition()}"
-
-    def _embed(self, texts: list[str]) -> list[torch.Tensor]:
-        missing = sorted({t for t in texts if t not in self._vectors})
-        if missing:
-            if len(self._vectors) > 200_000:
-                self._vectors.clear()
-                missing = sorted(set(texts))
-            for text, vector in zip(missing, self.encoder.encode(missing)):
-                self._vectors[text] = vector
-        return [self._vectors[t] for t in texts]
-
-    def prepare(self, sentences: list[str], synsets: list) -> None:
-        """Embed ``sentences`` and the glosses of ``synsets`` in one encoder call (cached): a batched
-        attack calls this once for all the words it may swap, instead of one call per word."""
-        self._embed(list(sentences) + [self.gloss(s) for s in synsets])
-
-    def closest(self, sentence: str, synsets: list, k: int) -> list:
-        """The ``k`` senses whose glosses are most similar to ``sentence``, in WordNet's order (ties: WordNet's)."""
-        vectors = self._embed([sentence] + [self.gloss(s) for s in synsets])
-        scores = [float(vectors[0] @ v) for v in vectors[1:]]
-        best = sorted(range(len(synsets)), key=lambda i: (-scores[i], i))[:k]
-        return [synsets[i] for i in sorted(best)]
+        return ["filter_antonyms", "multiword"]
 
 
 class WordNetNeighbourSwap(WordNetSynonymSwap):
@@ -276,12 +229,6 @@ class CharacterEditSwap(WordSwap):
 def shared_encoder(device: str = "cpu") -> MiniLMEncoder:
     """One MiniLM encoder per device for the whole process (loading takes about a second)."""
     return MiniLMEncoder(device)
-
-
-@lru_cache(maxsize=2)
-def shared_senses(device: str = "cpu") -> "SenseRanker":
-    """One :class:`SenseRanker` per device for the whole process: gloss embeddings are computed once."""
-    return SenseRanker(shared_encoder(device))
 
 
 class MiniLMSimilarity(SentenceEncoder):
