@@ -1,22 +1,30 @@
 """Word substitution: stock ``textattack.Attack`` loop vs robustmm's batched ``word-sub``, side by side.
 
 Both attack the same N easy-VQA test examples that the model answers correctly, with the
-same TextAttack parts: ``WordNetSynonymSwap`` (offline WordNet, no antonyms),
-``RepeatModification``, ``StopwordModification``, ``MaxWordsPerturbed``, the MiniLM
-``SentenceEncoder`` constraint, ``UntargetedClassification`` on an image-bound
-``ModelWrapper``, and ``GreedyWordSwapWIR("delete")``. The stock loop attacks one example
-at a time (TextAttack's defaults: model batch 32, its own per-example caches); robustmm
-runs the greedy search for the whole batch in lock-step with cross-example caches.
-Shared one-time costs (TextAttack import, WordNet load, MiniLM load) are paid before the
-clocks start. Each side gets fresh transformation/constraint objects (empty caches).
+same TextAttack parts: ``WordNetSynonymSwap`` (offline WordNet, no antonyms, the synsets of
+the word's part of speech from spaCy's tagger, inflected like the word, single words),
+``RepeatModification``, ``StopwordModification``, ``ProtectedWords`` and
+``NoProtectedReplacement`` (the answer words, negations, quantifiers, numbers),
+``MaxWordsPerturbed``, the MiniLM ``SentenceEncoder`` constraint keeping the 50 most similar
+replacements, ``UntargetedClassification`` on an image-bound ``ModelWrapper``, and
+``GreedyWordSwapWIR("delete")``. The stock loop attacks one example at a time (TextAttack's
+defaults: model batch 32, its own per-example caches); robustmm runs the greedy search for the
+whole batch in lock-step with cross-example caches. Shared one-time costs (TextAttack import,
+WordNet load, MiniLM load, spaCy load) are paid before the clocks start. Each side gets fresh
+transformation/constraint/tagger objects (empty caches).
 
 The MiniLM similarity of every candidate dominates the stock loop (~80% of its time): it
 encodes each candidate plus one copy of the original window per candidate. robustmm
 encodes each distinct window once per run, sorted by token count, and scores the model in
 calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
 advantage grows with N as questions repeat. Measured on the shipped finetuned model (narrow-FFN
-pair, 2026-12-05), 1 torch thread, 2-core machine otherwise idle: N=300: 3.1x (53.0 s vs 17.3 s;
-success 29.7% both; identical texts 300/300; 0 of 313 substituted words [UNK]). On earlier shipped
+pair), 1 torch thread, on the 2-core machine shared with other jobs (load ~5):
+2026-12-06, with the label-keeping constraints (issue 29): N=300: 5.9x in wall time (155.4 s vs
+26.3 s; the stock loop's many small calls suffer most from the load), 3.4x in CPU time (43.9 vs
+13.1 s); success 14.3% both; identical texts 300/300; 0 of 217 substituted words [UNK], 0
+touching a protected word. An earlier run the same day under lighter load: 4.3x wall, 3.2x CPU.
+Before the constraints (2026-12-05, idle machine): 3.1x (53.0 s vs 17.3 s; success 29.7% both;
+identical texts 300/300). On earlier shipped
 models: 3.2x (success 22.0% both, 300/300 identical), 3.4x (success 25.3% both, 300/300 identical), and 3.7x and 3.6x
 (success 8.7% both, 299/300 identical, the other differing by a float-noise near-tie in the
 model's scores); N=30: 2.1x (30/30, success 6.7%
