@@ -319,6 +319,7 @@ def test_unknown_substitutions_are_counted():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 40 questions, two attacks on the shipped model
 def test_attacks_succeed_on_the_finetuned_easy_vqa_model():
     from robustmm.data import load_dataset, to_tensor
     from robustmm.models.checkpoint import load_model

@@ -194,6 +194,7 @@ def test_adversarial_texts_do_not_depend_on_the_batch(name):
         assert any(o.texts != together.texts for o in others)
 
 
+@pytest.mark.slow  # both members of both shipped tasks, two attacks: ~15 s on an idle machine
 def test_shipped_pair_never_replaces_label_words():
     """On easy-VQA and easy-VE with the default pair, no edit of word-sub or char-swap touches red/gray/circle
     (or any other protected word), and a tagged noun is only replaced by a noun."""
