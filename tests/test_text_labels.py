@@ -86,6 +86,16 @@ def test_tagger_tags_words_in_their_sentence_once():
     assert tagger.calls == calls  # cached
 
 
+def test_replacements_are_inflected_like_the_word():
+    from robustmm.attacks.text.pos import inflect
+
+    cases = {("hold", "VBZ"): "holds", ("draw", "VBD"): "drew", ("draw", "VBN"): "drawn", ("form", "NNS"): "forms",
+             ("child", "NNS"): "children", ("carry", "VBZ"): "carries", ("stop", "VBG"): "stopping",
+             ("red", "JJR"): "redder", ("good", "JJS"): "best", ("be", "VBZ"): "is", ("demo", "VBZ"): "demos",
+             ("picture", "NN"): "picture", ("get", "VBD"): "got"}
+    assert {case: inflect(*case) for case in cases} == cases
+
+
 def test_a_noun_is_never_replaced_by_a_verb_sense():
     from nltk.corpus import wordnet
 

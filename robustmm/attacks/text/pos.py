@@ -83,13 +83,17 @@ class PosTagger:
 INFLECTED_TAGS = {"NNS": "plural", "NNPS": "plural", "VBZ": "third", "VBG": "ing", "VBD": "past", "VBN": "participle",
                   "JJR": "er", "RBR": "er", "JJS": "est", "RBS": "est"}
 _EXCEPTION_POS = {"plural": "n", "third": "v", "ing": "v", "past": "v", "participle": "v", "er": "a", "est": "a"}
+#: Forms WordNet's exception lists do not hold (they map forms to lemmas, and "is", "has" are not listed).
+_SPECIAL = {("be", "third"): "is", ("be", "past"): "was", ("be", "participle"): "been", ("have", "third"): "has",
+            ("do", "third"): "does", ("go", "third"): "goes", ("echo", "third"): "echoes", ("veto", "third"): "vetoes"}
 
 
 @lru_cache(maxsize=None)
 def _irregular(pos: str) -> dict[str, tuple[str, ...]]:
     """WordNet's exception list of ``pos`` inverted: base form -> its irregular forms (draw -> drawn, drew)."""
-    from nltk.corpus import wordnet
+    from robustmm.attacks.text.protect import load_wordnet
 
+    wordnet = load_wordnet()
     inverse: dict[str, list[str]] = {}
     for form, bases in wordnet._exception_map[pos].items():
         for base in bases:
@@ -108,6 +112,8 @@ def inflect(lemma: str, tag: str) -> str | None:
     kind = INFLECTED_TAGS.get(tag)
     if kind is None or not lemma.isalpha():
         return lemma if kind is None else None
+    if (lemma, kind) in _SPECIAL:
+        return _SPECIAL[lemma, kind]
     irregular = [f for f in _irregular(_EXCEPTION_POS[kind]).get(lemma, ()) if lemma in base_forms(f)
                  and f.endswith("ing") == (kind == "ing")]
     if kind in ("past", "participle") and irregular:
@@ -123,7 +129,7 @@ def inflect(lemma: str, tag: str) -> str | None:
     consonant_y = lemma.endswith("y") and len(lemma) > 1 and lemma[-2] not in "aeiou"
     stem = lemma + lemma[-1] if _double_final(lemma) else lemma
     if kind in ("plural", "third"):
-        sibilant = lemma.endswith(("s", "x", "z", "ch", "sh")) or (kind == "third" and lemma.endswith("o"))
+        sibilant = lemma.endswith(("s", "x", "z", "ch", "sh"))
         form = lemma + "es" if sibilant else lemma[:-1] + "ies" if consonant_y else lemma + "s"
     elif kind == "ing":
         form = lemma[:-1] + "ing" if lemma.endswith("e") and not lemma.endswith("ee") else stem + "ing"

@@ -70,7 +70,8 @@ def split_words(text: str) -> list[str]:
     return [w.strip("'-") for w in _WORD.findall(text.lower()) if w.strip("'-")]
 
 
-def _wordnet():
+def load_wordnet():
+    """NLTK's WordNet reader over robustmm's offline copy (prepared on first use)."""
     from robustmm.attacks.text.resources import prepare_text_resources
 
     prepare_text_resources()
@@ -82,7 +83,7 @@ def _wordnet():
 @lru_cache(maxsize=None)
 def base_forms(word: str) -> frozenset[str]:
     """The word and its WordNet base forms over the four parts of speech ("circles" -> circle)."""
-    wordnet = _wordnet()
+    wordnet = load_wordnet()
     forms = {word}
     for pos in ("n", "v", "a", "r"):
         forms |= {base.lower() for base in wordnet._morphy(word, pos, check_exceptions=True)}  # all, not just the first
@@ -101,7 +102,7 @@ def inflections(word: str) -> frozenset[str]:
     """English inflections of ``word`` for each part of speech WordNet has it as (plural, -s, -ed, -ing,
     comparative, superlative; regular spelling rules), kept when WordNet reads them back as ``word``:
     circle -> circles, circled, circling; red -> reds, redder, reddest."""
-    wordnet = _wordnet()
+    wordnet = load_wordnet()
     if not word.isalpha() or len(word) < 2:
         return frozenset()
     sibilant = word.endswith(("s", "x", "z", "ch", "sh"))
@@ -149,7 +150,7 @@ def word_classes(word: str) -> frozenset[str]:
         classes.add("numbers")
     if word in english_stopwords():
         return frozenset(classes)
-    wordnet = _wordnet()
+    wordnet = load_wordnet()
     nouns = wordnet.synsets(word, "n")
     if nouns:
         color = wordnet.synset("color.n.01")
