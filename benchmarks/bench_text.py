@@ -19,10 +19,11 @@ encodes each distinct window once per run, sorted by token count, and scores the
 calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
 advantage grows with N as questions repeat. Measured on the shipped finetuned model (narrow-FFN
 pair), 1 torch thread, on the 2-core machine shared with other jobs (load ~5):
-2026-12-06, with the label-keeping constraints (issue 29): N=300: 5.9x in wall time (155.4 s vs
-26.3 s; the stock loop's many small calls suffer most from the load), 3.4x in CPU time (43.9 vs
-13.1 s); success 14.3% both; identical texts 300/300; 0 of 217 substituted words [UNK], 0
-touching a protected word. An earlier run the same day under lighter load: 4.3x wall, 3.2x CPU.
+2026-12-06, with the label-keeping constraints (issue 29): N=300: 4.6x in wall time (90.0 s vs
+19.7 s; the stock loop's many small calls suffer most from the load), 3.4x in CPU time (44.9 vs
+13.3 s); success 14.3% both; identical texts 300/300; 0 of 217 substituted words [UNK], 0
+touching a protected word (two earlier runs that day, under other loads: 5.9x and 4.3x wall,
+3.4x and 3.2x CPU).
 Before the constraints (2026-12-05, idle machine): 3.1x (53.0 s vs 17.3 s; success 29.7% both;
 identical texts 300/300). On earlier shipped
 models: 3.2x (success 22.0% both, 300/300 identical), 3.4x (success 25.3% both, 300/300 identical), and 3.7x and 3.6x

@@ -1,24 +1,34 @@
-"""Text attacks: ``word-sub`` (TextFooler-style synonyms) and ``char-swap`` (DeepWordBug-style typos).
+"""Text attacks: ``word-sub`` (TextFooler-style synonyms), ``wordnet-nn`` (its wider-pool, BAE-style
+counterpart) and ``char-swap`` (DeepWordBug-style typos), all keeping the label.
 
 Only the text (VQA question / VE hypothesis) is perturbed; the image tensor is passed
 through untouched (the returned pixels are a bit-identical copy). The goal is
 TextAttack's ``UntargetedClassification``: change the model's predicted candidate away
-from the gold one; an example the model already gets wrong is *skipped*.
+from the gold one; an example the model already gets wrong, or with nothing to attack, is
+*skipped* (``details["skipped_reason"]``).
 
-Both attacks are assembled from TextAttack parts (:mod:`robustmm.attacks.text.parts`:
-transformation, ``RepeatModification``, ``StopwordModification``, ``MaxWordsPerturbed``,
-a MiniLM ``SentenceEncoder``) and run TextAttack's ``GreedyWordSwapWIR`` search, but
+Label keeping (docs/text-attacks.md): protected words (:mod:`robustmm.attacks.text.protect`)
+are never edited nor introduced; word swaps stay within the word's part of speech in its
+sentence (:mod:`robustmm.attacks.text.pos`); only the words within the model's token budget
+(``VLModel.text_reach``) are ranked or swapped, and the model scores each candidate as that
+visible head plus a short piece of the rest that it still truncates (:func:`split_at_reach`), so
+the cost does not grow with the invisible words.
+
+The attacks are assembled from TextAttack parts (:mod:`robustmm.attacks.text.parts`:
+transformation, ``RepeatModification``, ``StopwordModification``, ``ProtectedWords``,
+``MaxWordsPerturbed``, ``NoProtectedReplacement``, a MiniLM ``SentenceEncoder`` keeping the
+``max_candidates`` closest replacements) and run TextAttack's ``GreedyWordSwapWIR`` search, but
 driven here for the whole batch in lock-step: at every step the candidate texts of all
 examples still being attacked are scored together (model calls of 16 texts) and encoded
 together (one MiniLM call, texts sorted by token count), and model scores (per example
-and text), sentence embeddings (per text), synonym lists (per word) and candidate lists
-(per question, current text and word) are cached. Same decisions as a stock
+and text), sentence embeddings (per text), synonym lists (per word and tag) and candidate lists
+(per question, current text, word and protection) are cached. Same decisions as a stock
 ``textattack.Attack`` loop on the same parts, up to float noise in near-tied model scores
 (``benchmarks/bench_text.py``: 300/300 identical adversarial texts on the shipped pair,
 same success rate), with each distinct text encoded once per attack object where the stock
-loop encodes every candidate plus one copy of the original window per candidate: 3.2x the
-examples/s of the stock loop at 300 easy-VQA examples on the shipped pair (3.4-3.7x on
-earlier ones), 2.1x at 30.
+loop encodes every candidate plus one copy of the original window per candidate: 3.4x the
+stock loop's CPU time at 300 easy-VQA examples on the shipped pair (4.6x its wall time on a loaded
+machine; 3.1-3.7x before the label-keeping constraints).
 
 Search (Jin et al. 2020, https://arxiv.org/abs/1907.11932, Alg. 1): rank the modifiable
 words by how much deleting (``wir="delete"``) or UNK-ing (``wir="unk"``) them lowers the
