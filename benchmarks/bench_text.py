@@ -1,22 +1,31 @@
 """Word substitution: stock ``textattack.Attack`` loop vs robustmm's batched ``word-sub``, side by side.
 
 Both attack the same N easy-VQA test examples that the model answers correctly, with the
-same TextAttack parts: ``WordNetSynonymSwap`` (offline WordNet, no antonyms),
-``RepeatModification``, ``StopwordModification``, ``MaxWordsPerturbed``, the MiniLM
-``SentenceEncoder`` constraint, ``UntargetedClassification`` on an image-bound
-``ModelWrapper``, and ``GreedyWordSwapWIR("delete")``. The stock loop attacks one example
-at a time (TextAttack's defaults: model batch 32, its own per-example caches); robustmm
-runs the greedy search for the whole batch in lock-step with cross-example caches.
-Shared one-time costs (TextAttack import, WordNet load, MiniLM load) are paid before the
-clocks start. Each side gets fresh transformation/constraint objects (empty caches).
+same TextAttack parts: ``WordNetSynonymSwap`` (offline WordNet, no antonyms, the synsets of
+the word's part of speech from spaCy's tagger, inflected like the word, single words),
+``RepeatModification``, ``StopwordModification``, ``ProtectedWords`` and
+``NoProtectedReplacement`` (the answer words, negations, quantifiers, numbers),
+``MaxWordsPerturbed``, the MiniLM ``SentenceEncoder`` constraint keeping the 50 most similar
+replacements, ``UntargetedClassification`` on an image-bound ``ModelWrapper``, and
+``GreedyWordSwapWIR("delete")``. The stock loop attacks one example at a time (TextAttack's
+defaults: model batch 32, its own per-example caches); robustmm runs the greedy search for the
+whole batch in lock-step with cross-example caches. Shared one-time costs (TextAttack import,
+WordNet load, MiniLM load, spaCy load) are paid before the clocks start. Each side gets fresh
+transformation/constraint/tagger objects (empty caches).
 
 The MiniLM similarity of every candidate dominates the stock loop (~80% of its time): it
 encodes each candidate plus one copy of the original window per candidate. robustmm
 encodes each distinct window once per run, sorted by token count, and scores the model in
 calls of 16 texts; its time splits about evenly between MiniLM and the model, and its
 advantage grows with N as questions repeat. Measured on the shipped finetuned model (narrow-FFN
-pair, 2026-12-05), 1 torch thread, 2-core machine otherwise idle: N=300: 3.1x (53.0 s vs 17.3 s;
-success 29.7% both; identical texts 300/300; 0 of 313 substituted words [UNK]). On earlier shipped
+pair), 1 torch thread, on the 2-core machine shared with other jobs (load ~5):
+2026-12-06, with the label-keeping constraints (issue 29): N=300: 4.6x in wall time (90.0 s vs
+19.7 s; the stock loop's many small calls suffer most from the load), 3.4x in CPU time (44.9 vs
+13.3 s); success 14.3% both; identical texts 300/300; 0 of 217 substituted words [UNK], 0
+touching a protected word (two earlier runs that day, under other loads: 5.9x and 4.3x wall,
+3.4x and 3.2x CPU).
+Before the constraints (2026-12-05, idle machine): 3.1x (53.0 s vs 17.3 s; success 29.7% both;
+identical texts 300/300). On earlier shipped
 models: 3.2x (success 22.0% both, 300/300 identical), 3.4x (success 25.3% both, 300/300 identical), and 3.7x and 3.6x
 (success 8.7% both, 299/300 identical, the other differing by a float-noise near-tie in the
 model's scores); N=30: 2.1x (30/30, success 6.7%
@@ -68,12 +77,21 @@ def run_stock(model, config, examples, pixels, targets):
 
     from robustmm.attacks.text import parts as ta
 
+    from robustmm.attacks.text import WordSubstitution
+    from robustmm.attacks.text.pos import PosTagger
+
     wrapper = ta.ImageBoundModelWrapper(model, pixels[:1])
-    constraints = [ta.RepeatModification(), ta.stopword_constraint(),
-                   ta.MaxWordsPerturbed(max_percent=config.max_words_fraction),
-                   ta.MiniLMSimilarity(config.min_similarity, config.similarity_window or None)]
-    attack = Attack(UntargetedClassification(wrapper), constraints,
-                    ta.WordNetSynonymSwap(filter_antonyms=config.filter_antonyms), GreedyWordSwapWIR(config.wir))
+    protections = {WordSubstitution(config).protection_for(model, e, frozenset()).key for e in examples}
+    assert len(protections) == 1, "the stock loop shares one protection between its examples"
+    protection = WordSubstitution(config).protection_for(model, examples[0], frozenset())
+    constraints = [ta.RepeatModification(), ta.stopword_constraint(), ta.ProtectedWords(protection),
+                   ta.MaxWordsPerturbed(max_percent=config.max_words_fraction), ta.NoProtectedReplacement(protection),
+                   ta.MiniLMSimilarity(config.min_similarity, config.similarity_window or None,
+                                       max_candidates=config.max_candidates)]
+    tagger = PosTagger() if config.pos == "context" else None
+    transformation = ta.WordNetSynonymSwap(filter_antonyms=config.filter_antonyms, tagger=tagger,
+                                           multiword=config.multiword)
+    attack = Attack(UntargetedClassification(wrapper), constraints, transformation, GreedyWordSwapWIR(config.wir))
     statuses, texts = [], []
     start, cpu = time.perf_counter(), time.process_time()
     for example, px, target in zip(examples, pixels, targets):
@@ -123,9 +141,14 @@ def main() -> None:
     from robustmm.attacks.text import parts as ta
 
     ta.textattack.shared.utils.logger.setLevel(logging.ERROR)  # its "Unknown if model ... compatible" notice
+    from robustmm.attacks.text.pos import load_pipeline
+    from robustmm.attacks.text.protect import word_classes
+
     ta.WordNetSynonymSwap()._get_replacement_words("shape")
     ta.shared_encoder("cpu").encode(["warm up"])
-    print(f"setup (TextAttack import, WordNet, MiniLM): {time.perf_counter() - t0:.1f}s; {len(examples)} examples; "
+    load_pipeline()("warm up")
+    word_classes("shape")
+    print(f"setup (TextAttack import, WordNet, MiniLM, spaCy): {time.perf_counter() - t0:.1f}s; {len(examples)} examples; "
           f"{torch.get_num_threads()} torch threads; config {config}")
 
     stock_s, stock_cpu, stock_status, stock_texts = run_stock(model, config, examples, pixels, targets)
@@ -143,8 +166,9 @@ def main() -> None:
           f"same adversarial text on {sum(a == b for a, b in zip(stock_texts, ours_texts))}/{n} examples")
     substituted = sum(i["words_changed"] for i in info)
     unknown = sum(i["unknown_substitutions"] for i in info)
-    print(f"robustmm: {substituted} substituted words, {unknown} mapped to [UNK] by the model's tokenizer; "
-          f"{sum(i['queries'] for i in info) / n:.1f} model queries per example")
+    protected = sum(i["details"]["protected_edits"] for i in info)
+    print(f"robustmm: {substituted} substituted words, {unknown} mapped to [UNK] by the model's tokenizer, "
+          f"{protected} touching a protected word; {sum(i['queries'] for i in info) / n:.1f} model queries per example")
 
 
 if __name__ == "__main__":

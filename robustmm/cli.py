@@ -404,10 +404,13 @@ def make_tiny_command(family: str = typer.Option(..., help="llava, llava-next, p
 
 @app.command("setup-text")
 def setup_text_command() -> None:
-    """Prepare the text attacks' offline data: copy WordNet, write the stop-word list, check MiniLM."""
+    """Prepare the text attacks' offline data: copy WordNet, write the stop-word list, check MiniLM and the POS tagger."""
+    from robustmm.attacks.text.pos import load_pipeline
     from robustmm.attacks.text.resources import prepare_text_resources
 
-    console.print(f"text-attack resources ready in {prepare_text_resources()}")
+    folder = prepare_text_resources()
+    load_pipeline()  # RobustMMError with the pip command when spaCy's small English pipeline is missing
+    console.print(f"text-attack resources ready in {folder}; part-of-speech tagger: spaCy en_core_web_sm (offline)")
 
 
 def main() -> None:

@@ -158,13 +158,16 @@ def run_attacks(
     images: ImageBank | None = None,
     ranks=None,
     batch_sizes: dict | None = None,
+    protected: frozenset[str] = frozenset(),
 ) -> list[AttackRecord]:
     """The records of ``dataset`` (stored ones first), computing whichever are missing.
 
     ``images`` reuses an :class:`ImageBank` of the dataset's examples. In a torchrun job (``ranks``) this
     process computes only its share: every ``world``-th example, from position ``rank``, of those that miss
     a record (all members and attacks of an example on one rank). On CUDA out-of-memory a batch is halved
-    and retried; the sizes used are noted in ``batch_sizes`` ({attack key: size}).
+    and retried; the sizes used are noted in ``batch_sizes`` ({attack key: size}). ``protected``: the
+    dataset's label-bearing words, which text attacks never edit (computed once from the whole split,
+    :func:`robustmm.attacks.text.protect.protected_words`).
     """
     from robustmm.distributed import shard
 
@@ -198,7 +201,7 @@ def run_attacks(
             while start < len(attackable):
                 chunk = attackable[start:start + size]
                 try:
-                    new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed)
+                    new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed, protected)
                 except torch.cuda.OutOfMemoryError:
                     if size == 1:
                         raise RobustMMError(f"CUDA ran out of memory attacking one example with {attack.key()}; use a "
@@ -224,13 +227,14 @@ def _store(store: RecordStore | None, new: list[AttackRecord], ours: list[Attack
 
 
 def attack_batch(model, member: str, attack: Attack, examples: Sequence[Example], dataset: Dataset, run: str,
-                 clean: dict[str, CleanAnswer], images: ImageBank, seed: int) -> list[AttackRecord]:
+                 clean: dict[str, CleanAnswer], images: ImageBank, seed: int,
+                 protected: frozenset[str] = frozenset()) -> list[AttackRecord]:
     """Attack ``examples`` (all answered correctly clean by ``model``) and return one record each."""
     device = model.device
     pixels = images.pixels(examples, model.image_size).to(device)
     texts = [e.text for e in examples]
     targets = gold_targets(examples, model.candidates, dataset.task.value).to(device)
-    result = attack.run(model, AttackBatch(list(examples), pixels, texts, targets, seed=seed))
+    result = attack.run(model, AttackBatch(list(examples), pixels, texts, targets, seed=seed, protected=protected))
     adversarial = result.scores.argmax(dim=1).tolist()
     records = []
     for i, example in enumerate(examples):

@@ -367,8 +367,15 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
     sequential, extra, members, planned, batch_sizes, samples = {}, {}, {}, set(), {}, {}
     images = ImageBank()
     ok, problem = True, ""
+    protected_sets = {}
     for pool, pair in zip(pools, pairs):
         first = len(pool) if spec.limit is None else min(spec.limit, len(pool))
+        protected = frozenset()
+        if any(a.modality in ("text", "joint") for a in attacks):
+            from robustmm.attacks.text.protect import protected_words
+
+            protected = protected_words(pool)  # from the whole split: no record depends on which examples were sampled
+            protected_sets[pool.name] = {"size": len(protected), "words": sorted(protected)}
         display = progress_factory(pool, pair, attacks, first) if progress_factory and main else None
         progress, others = display, None
         if ranks is not None:
@@ -381,7 +388,7 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
                 try:
                     run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
                                 store=store, existing=existing, progress=progress, images=images, ranks=ranks,
-                                batch_sizes=batch_sizes)
+                                batch_sizes=batch_sizes, protected=protected)
                 except RobustMMError as err:
                     ok, problem = False, str(err)
                 if ranks is not None:
@@ -433,6 +440,8 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
             "processes": 1 if ranks is None else ranks.world}
     if batch_sizes:
         meta["batch_sizes_after_oom"] = batch_sizes
+    if protected_sets:
+        meta["protected_words"] = protected_sets
     if spec.until_decided:
         meta["stopping"] = (f"until every headline CI (anytime-valid) is within ±{100 * spec.precision:g} points, in rounds of "
                             f"{spec.limit} examples: " + "; ".join(f"{d} stopped at n = {s['n']} ({s['reason']})"

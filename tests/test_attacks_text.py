@@ -24,7 +24,9 @@ from robustmm.attacks.text.resources import INSTALL_HINT, LEXNAMES, english_stop
 DEFAULT_FINETUNE = package_root() / "checkpoints" / "default" / "easy-vqa" / "finetune"
 STATUSES = {"succeeded", "failed", "skipped"}
 INFO_KEYS = {"original", "perturbed", "status", "words_changed", "words_total", "changed_fraction", "queries",
-             "similarity", "substitutions", "unknown_substitutions", "seconds"}
+             "similarity", "substitutions", "unknown_substitutions", "seconds", "details"}
+DETAIL_KEYS = {"substitutions", "protected_indices", "protected_edits", "out_of_reach", "words_in_reach", "queries",
+               "unknown_substitutions"}
 
 
 # ---------------------------------------------------------------------------
@@ -113,9 +115,12 @@ def test_minilm_batches_do_not_change_embeddings():
 
 def test_config_errors_are_one_sentence():
     for spec in ("word-sub:max_words_fraction=0", "word-sub:min_similarity=2", "word-sub:wir=gradient",
-                 "char-swap:edits_per_type=0", "word-sub:threshold=0.9"):
-        with pytest.raises(RobustMMError):
+                 "char-swap:edits_per_type=0", "word-sub:threshold=0.9", "word-sub:pos=strict",
+                 "word-sub:protect=colours", "char-swap:protect=answers+bogus", "wordnet-nn:max_candidates=-1",
+                 "char-swap:seed=0"):
+        with pytest.raises(RobustMMError) as err:
             parse_attack_spec(spec)
+        assert "\n" not in str(err.value) and str(err.value).endswith(".")
     assert parse_attack_spec("word-sub:min_similarity=0.9").config.min_similarity == 0.9
     assert {"word-sub", "char-swap"} <= set(list_attacks("text"))
 
@@ -125,6 +130,20 @@ def test_presets_load():
 
     assert [a.name for a in load_preset("word-sub")] == ["word-sub"]
     assert [a.name for a in load_preset("char-swap")] == ["char-swap"]
+    assert [a.name for a in load_preset("wordnet-nn")] == ["wordnet-nn"]
+    assert load_preset("word-sub")[0].config == get_attack("word-sub").config  # the preset spells out the defaults
+
+
+def test_preset_naming_an_unknown_protection_list_is_one_sentence(tmp_path):
+    from robustmm.attacks.presets import load_preset
+
+    for table in ('protect = ["answers", "colours"]', 'pos = "strict"'):
+        path = tmp_path / "bad.toml"
+        path.write_text(f'[[attack]]\nname = "word-sub"\n{table}\n')
+        with pytest.raises(RobustMMError) as err:
+            load_preset(path)
+        message = str(err.value)
+        assert "\n" not in message and ("colours" in message or "strict" in message)
 
 
 # ---------------------------------------------------------------------------
@@ -177,11 +196,14 @@ def test_result_shape_image_fixed_and_skipped(tiny_runs, name):
     assert result.pixels.dtype == before.dtype and torch.equal(result.pixels, before)  # bit-identical
     assert result.scores.shape == (len(batch), len(model.candidates)) and len(result.texts) == len(batch)
     for row in result.info:
-        assert INFO_KEYS <= set(row) and row["status"] in STATUSES
-        assert 0 <= row["unknown_substitutions"] <= row["words_changed"]
+        assert INFO_KEYS <= set(row) and row["status"] in STATUSES and DETAIL_KEYS <= set(row["details"])
+        assert 0 <= row["unknown_substitutions"] <= row["words_changed"] and row["details"]["protected_edits"] == 0
+        assert [[old, new] for _, old, new in row["details"]["substitutions"]] == row["substitutions"]
     skipped = result.info[0]
     assert skipped["status"] == "skipped" and result.texts[0] == batch.texts[0] and skipped["words_changed"] == 0
-    assert all(row["status"] != "skipped" for row in result.info[1:])
+    assert skipped["details"]["skipped_reason"] == "clean prediction wrong"
+    assert all(row["status"] != "skipped" or row["details"]["skipped_reason"].startswith("only")
+               for row in result.info[1:])
     assert any(row["words_changed"] > 0 for row in result.info)  # the checks below are not vacuous
     # The returned scores are the model's scores on the returned texts.
     with torch.no_grad():
@@ -217,6 +239,7 @@ def _changed(original: str, perturbed: str) -> list[tuple[int, str, str]]:
 
 def test_word_sub_changes_only_allowed_words(tiny_runs):
     from robustmm.attacks.text.parts import WordNetSynonymSwap, wordnet_antonyms
+    from robustmm.attacks.text.protect import base_forms
 
     _, batch, _, runs = tiny_runs
     config, stop, synonyms = get_attack("word-sub").config, english_stopwords(), WordNetSynonymSwap(filter_antonyms=False)
@@ -227,7 +250,8 @@ def test_word_sub_changes_only_allowed_words(tiny_runs):
         assert len(changed) <= math.ceil(config.max_words_fraction * len(words))
         for _, old, new in changed:
             assert old not in stop
-            assert new in synonyms._get_replacement_words(old)  # a WordNet synonym ...
+            allowed = set(synonyms._get_replacement_words(old))
+            assert new in allowed or base_forms(new.lower()) & allowed  # a WordNet synonym (inflected like old) ...
             assert new.lower() not in wordnet_antonyms(old)  # ... and never an antonym
         if changed:
             assert row["similarity"] >= config.min_similarity
@@ -295,6 +319,7 @@ def test_unknown_substitutions_are_counted():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 40 questions, two attacks on the shipped model
 def test_attacks_succeed_on_the_finetuned_easy_vqa_model():
     from robustmm.data import load_dataset, to_tensor
     from robustmm.models.checkpoint import load_model
@@ -302,7 +327,7 @@ def test_attacks_succeed_on_the_finetuned_easy_vqa_model():
     if not (DEFAULT_FINETUNE / "config.json").is_file():
         pytest.skip(f"the default pair is not built ({DEFAULT_FINETUNE})")
     model = load_model(DEFAULT_FINETUNE)
-    examples = load_dataset("easy-vqa", split="test").examples[:20]
+    examples = load_dataset("easy-vqa", split="test", limit=40, seed=0).examples  # a seeded sample
     pixels = to_tensor([e.image for e in examples], model.image_size)
     texts = [e.text for e in examples]
     targets = model.target_indices([e.label for e in examples])

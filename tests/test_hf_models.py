@@ -236,6 +236,15 @@ def test_unknown_words_and_tokenizer_id(members):
     assert members["vilt"].tokenizer_id == members["vilt-prompt"].tokenizer_id
 
 
+def test_text_reach_is_the_tokenizer_budget_minus_the_prompt(members):
+    text = " ".join(["red"] * 200)
+    plain, prompted = members["vilt"], members["vilt-prompt"]
+    assert plain.text_reach("red circle") == len("red circle")
+    assert text[:plain.text_reach(text)] == " ".join(["red"] * (plain.max_text_len - 2))  # [CLS] ... [SEP]
+    assert text[:prompted.text_reach(text)] == " ".join(["red"] * (prompted.max_text_len - 2))
+    assert prompted.max_text_len < plain.max_text_len
+
+
 def test_candidates_and_tasks(hf_dir):
     with pytest.raises(RobustMMError, match="not in the ViLT model's answer vocabulary"):
         load_hf_member(hf_dir / "vilt", "cpu", candidates=["red", "purple"])

@@ -31,13 +31,16 @@ class AttackBatch:
     ``targets`` (B,) gold candidate indices (the label an untargeted attack moves away from; -100
     where the gold answer is not a candidate), and ``seed``, the run seed from which every random
     draw for an example is derived together with the attack key and the example id
-    (:meth:`Attack.example_seeds`)."""
+    (:meth:`Attack.example_seeds`). ``protected``: the dataset's protected (label-bearing) words
+    that text attacks never substitute (:func:`robustmm.attacks.text.protect.protected_words`);
+    each text attack adds the example's own gold answers."""
 
     examples: Sequence[Example]
     pixels: torch.Tensor
     texts: list[str]
     targets: torch.Tensor
     seed: int = 0
+    protected: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -118,3 +118,24 @@ class VLModel(nn.Module, ABC):
     def unknown_words(self, words: Sequence[str]) -> list[bool]:
         """For each word: does the model's tokenizer map it (partly) to an unknown token?"""
         return [False for _ in words]
+
+    def text_reach(self, text: str) -> int:
+        """How many leading characters of ``text`` the model sees after its template and truncation:
+        ``len(text)`` when nothing is cut (the default: a model with no token budget). Text attacks
+        neither rank nor substitute words beyond it."""
+        return len(text)
+
+
+def kept_characters(tokenizer, template, text: str, max_length: int) -> int:
+    """:meth:`VLModel.text_reach` for a fast (offset-mapping) tokenizer that encodes ``template(text)``
+    truncated to ``max_length`` tokens: the end, within ``text``, of the last token kept (0 when
+    none is), or ``len(text)`` when the templated text is not cut at all."""
+    start = template("\x00").index("\x00")
+    templated = template(text)
+    encoded = tokenizer(templated, truncation=True, max_length=max_length, return_offsets_mapping=True,
+                        return_special_tokens_mask=True)
+    ends = [end for (_, end), special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"]) if not special]
+    last = max(ends, default=0)
+    if last >= len(templated.rstrip()):
+        return len(text)
+    return min(max(last - start, 0), len(text))

@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustmm.errors import RobustMMError
-from robustmm.models.base import Embeddings, ModelInfo, VLModel
+from robustmm.models.base import Embeddings, ModelInfo, VLModel, kept_characters
 from robustmm.models.unified import VE_TEMPLATE, VE_VERBALISER
 from robustmm.types import VE_LABELS, Task
 
@@ -230,6 +230,10 @@ class HFQAModel(VLModel):
     def unknown_words(self, words: Sequence[str]) -> list[bool]:
         unk = self.tokenizer.unk_token_id
         return [unk in self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+
+    def text_reach(self, text: str) -> int:
+        """Characters of ``text`` inside the tokenizer's budget (``max_text_len`` minus the prompt, template included)."""
+        return kept_characters(self.tokenizer, self.template, text, self.max_text_len)
 
 
 def _processor_geometry(image_processor) -> tuple[tuple[int, int], list[float], list[float]]:

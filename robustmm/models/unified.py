@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustmm.errors import RobustMMError
-from robustmm.models.base import Embeddings, ModelInfo, VLModel
+from robustmm.models.base import Embeddings, ModelInfo, VLModel, kept_characters
 from robustmm.models.prompts import PromptModule, Prompts
 from robustmm.types import Task
 
@@ -434,3 +434,7 @@ class UnifiedVLM(VLModel):
     def unknown_words(self, words: Sequence[str]) -> list[bool]:
         unk = self.tokenizer.unk_token_id
         return [unk in self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+
+    def text_reach(self, text: str) -> int:
+        """Characters of ``text`` inside the ``max_text_len``-token budget (template and [CLS]/[SEP] included)."""
+        return kept_characters(self.tokenizer, self.template, text, self.backbone.config.max_text_len)
