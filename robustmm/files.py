@@ -35,8 +35,8 @@ def read_json(path: str | Path, what: str, kind: type = dict) -> Any:
     return data
 
 
-def read_json_lines(path: str | Path, what: str) -> list[dict]:
-    """The JSON objects of a JSON-lines file, one per non-blank line."""
+def read_json_lines(path: str | Path, what: str, numbered: bool = False) -> list:
+    """The JSON objects of a JSON-lines file, one per non-blank line; ``numbered``: (line number, object) pairs."""
     rows = []
     for number, line in enumerate(read_text(path, what).splitlines(), start=1):
         if not line.strip():
@@ -47,7 +47,7 @@ def read_json_lines(path: str | Path, what: str) -> list[dict]:
             raise RobustMMError(f"Line {number} of {what} {path} is not valid JSON ({err}).") from err
         if not isinstance(row, dict):
             raise RobustMMError(f"Line {number} of {what} {path} is not a JSON object.")
-        rows.append(row)
+        rows.append((number, row) if numbered else row)
     return rows
 
 

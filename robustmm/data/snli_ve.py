@@ -40,14 +40,14 @@ def load_snli_ve(split: str = "test", root: str | Path | None = None, images: st
     folder = image_folder(root, images)
     available = {p.name for p in folder.glob("*.jpg")}
     examples = []
-    for number, row in enumerate(read_json_lines(path, "SNLI-VE file"), start=1):
-        where = f"Record {number} of {path}"
+    for number, row in read_json_lines(path, "SNLI-VE file", numbered=True):
+        where = f"Line {number} of {path}"
         image_id, text, label = (text_field(row, k, where) for k in ("Flickr30K_ID", "sentence2", "gold_label"))
         if label not in VE_LABELS:
             raise RobustMMError(f"{where} has unknown gold_label {label!r} (expected {', '.join(VE_LABELS)}).")
         name = f"{image_id}.jpg"
         if name not in available:
-            raise RobustMMError(f"Image {name} for record {number} of {path} is missing from {folder}.")
+            raise RobustMMError(f"Image {name} for line {number} of {path} is missing from {folder}.")
         examples.append(
             Example(
                 id=f"snli-ve/{split}/{row.get('pairID', number)}",
