@@ -491,3 +491,17 @@ def test_worst_case_components_use_their_own_keys():
     example = Example("x", None, "q", ("a",), Task.VQA)
     assert attack.example_seeds(AttackBatch([example], torch.zeros(1, 3, 4, 4), ["q"], torch.zeros(1, dtype=torch.long))) != \
         attack.components()[0].example_seeds(AttackBatch([example], torch.zeros(1, 3, 4, 4), ["q"], torch.zeros(1, dtype=torch.long)))
+
+
+def test_gpu_and_cpu_presets():
+    from robustmm.attacks.presets import load_preset
+
+    gpu = {a.key() for a in load_preset("gpu")}
+    assert "worst-case(norm=linf, eps=8/255, attacks=apgd-ce+apgd-dlr+square, steps=100, restarts=5, queries=5000)" in gpu
+    assert {"fgsm(eps=8/255)", "noise-linf(eps=8/255)", "apgd-ce(norm=linf, eps=8/255, steps=10, restarts=1)"} <= gpu
+    cpu = load_preset("cpu-checks")
+    worst = [a for a in cpu if a.name == "worst-case"][0]
+    assert worst.config.queries == 1000 and worst.config.steps == 100
+    apgd_ce = [a.config for a in cpu if a.name == "apgd-ce"]
+    assert {(c.steps, c.restarts) for c in apgd_ce} == {(10, 1), (100, 1), (100, 5)}
+    assert all(c.subset <= worst.config.subset < 1 for c in apgd_ce), "the convergence runs lie inside the ensemble's subset"

@@ -149,6 +149,23 @@ def test_convergence_of_steps_and_restarts_on_the_subset():
     assert result(run_checks(attack(PGD8, set(range(30))) + pgd("16/255", E16, 60)), 5).status == NOT_RUN
 
 
+def test_the_worst_case_first_component_counts_as_run_alone():
+    """APGD-CE-10 on a subset against the worst-case ensemble's APGD-CE-100 x 5 (its first component) on the same subset."""
+    ce100 = "apgd-ce(norm=linf, eps=8/255, steps=100, restarts=5)"
+    key = "worst-case(norm=linf, eps=8/255, attacks=apgd-ce+square, steps=100, restarts=5, queries=1000, subset=0.2)"
+    weak = "apgd-ce(norm=linf, eps=8/255, steps=10, restarts=1, subset=0.2)"
+    rows = []
+    for i in range(20):
+        broken_by = ce100 if i < 8 else SQUARE8 if i == 8 else None
+        ran = [ce100] if i < 8 else [ce100, SQUARE8]
+        rows.append(record(key, i, broken_by is not None, details={"ran": ran, "broken_by": broken_by, "zero_grad": False}))
+        rows.append(record(weak, i, i < 5, details={"zero_grad": False}))
+    check = result(run_checks(rows), 5)
+    assert check.status == WARN and "10 steps × 1 restarts 75.0% → 100 steps × 5 restarts 60.0% robust (n=20)" in check.numbers
+    assert result(run_checks(rows), 6).numbers == "0 of 40 attacked examples (0.0%)", "no zero_grad counted twice"
+    assert "APGD-CE-100 40.0% vs FGSM" in result(run_checks(rows + attack(FGSM8, set(range(3)), n=20)), 1).numbers
+
+
 def test_zero_gradients():
     rows = [record(PGD8, i, i < 10, details={"zero_grad": i == 3}) for i in range(100)]
     check = result(run_checks(rows), 6)

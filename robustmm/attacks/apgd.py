@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from robustmm.attacks.base import IF_SET, PIXEL_SCALE_LINF, check_finite, register_attack
-from robustmm.attacks.image import ClassifierView, Perturbation, PixelAttack, check_norm_eps, eot_gradient
+from robustmm.attacks.image import ClassifierView, Perturbation, PixelAttack, check_norm_eps, eot_gradient, zero_gradients
 from robustmm.errors import RobustMMError
 
 Start = Callable[[int, torch.Tensor], torch.Tensor]  # (run number, example indices (n,)) -> draws (n, 3, H, W)
@@ -84,7 +84,8 @@ def apgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, start:
     b = clean.shape[0]
     x, y = clean.clone(), labels.clone()
     adv = x.clone()
-    acc = view(x).max(1)[1] == y
+    with torch.no_grad():
+        acc = view(x).max(1)[1] == y
     runs = torch.zeros(b, dtype=torch.long)
     zero_grad = torch.zeros(b, dtype=torch.bool)
     seen = torch.zeros(b, dtype=torch.bool)
@@ -97,13 +98,12 @@ def apgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, start:
             continue
         part = view if ind_to_fool.numel() == b else view.subset(ind_to_fool)
         t = start(number, ind_to_fool)
-        _, acc_curr, adv_curr, grad0 = _single_run(part, x[ind_to_fool].clone(), y[ind_to_fool].clone(), t, norm=norm,
-                                                   eps=eps, steps=steps, loss=loss, target=target, eot=eot, rho=rho)
+        acc_curr, adv_curr, grad0 = _single_run(part, x[ind_to_fool].clone(), y[ind_to_fool].clone(), t, norm=norm,
+                                                eps=eps, steps=steps, loss=loss, target=target, eot=eot, rho=rho)
         where = ind_to_fool.cpu()
         runs[where] += 1
         first = ~seen[where]
-        flat = grad0.flatten(1)
-        zero_grad[where[first]] = ((flat.abs().sum(1) == 0) | ~torch.isfinite(flat).all(1)).cpu()[first]
+        zero_grad[where[first]] = torch.tensor(zero_gradients(grad0), dtype=torch.bool)[first]
         seen[where] = True
         ind_curr = (acc_curr == 0).nonzero().squeeze()
         acc[ind_to_fool[ind_curr]] = 0
@@ -112,8 +112,8 @@ def apgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, start:
 
 
 def _single_run(view, x, y, t, *, norm, eps, steps, loss, target, eot, rho):
-    """One APGD run (torchattacks' ``attack_single_run``) from the draws ``t``; returns
-    (best-loss point, still-correct flags, last misclassified point, gradient at the start)."""
+    """One APGD run (torchattacks' ``attack_single_run``) from the draws ``t``; returns (still-correct flags,
+    last misclassified point, gradient at the start)."""
     device = x.device
     steps_2, steps_min, size_decr = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
     t = t.to(device)
@@ -181,9 +181,8 @@ def _single_run(view, x, y, t, *, norm, eps, steps, loss, target, eot, rho):
 
         pred = logits.detach().max(1)[1] == y
         acc = torch.min(acc, pred)
-        x_best_adv[(pred == 0).nonzero().squeeze()] = x_adv[(pred == 0).nonzero().squeeze()] + 0.0
-
         with torch.no_grad():
+            x_best_adv[(pred == 0).nonzero().squeeze()] = x_adv[(pred == 0).nonzero().squeeze()] + 0.0
             y1 = loss_indiv.detach().clone()
             loss_steps[i] = y1.cpu() + 0
             ind = (y1 > loss_best).nonzero().squeeze()
@@ -205,18 +204,25 @@ def _single_run(view, x, y, t, *, norm, eps, steps, loss, target, eot, rho):
                 counter3 = 0
                 k = np.maximum(k - size_decr, steps_min)
 
-    return x_best, acc, x_best_adv, grad_start
+    return acc, x_best_adv, grad_start
+
+
+def run_draws(seeds: list[int], number: int, norm: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The raw draws (B, *shape) of run ``number`` for examples with ``seeds``: uniform in [0, 1) for L∞ (what
+    torchattacks gets from ``torch.rand``), standard normal for L2 (``torch.randn``); example b's from
+    ``derived_seed(seeds[b], "run", number)`` alone."""
+    from robustmm.seeding import derived_seed, per_example_normal, per_example_uniform
+
+    chosen = [derived_seed(seed, "run", number) for seed in seeds]
+    return per_example_uniform(chosen, shape) if norm == "linf" else per_example_normal(chosen, shape)
 
 
 def start_draws(seeds: list[int], norm: str, shape: tuple[int, ...]) -> Start:
-    """The per-example ``start`` of :func:`apgd`: run ``r`` of example b draws from ``derived_seed(seeds[b], "run", r)``."""
-    from robustmm.seeding import derived_seed, per_example_normal, per_example_uniform
+    """The per-example ``start`` of :func:`apgd`: :func:`run_draws`, as ``2u - 1`` for L∞ (torchattacks' arithmetic)."""
 
     def start(number: int, index: torch.Tensor) -> torch.Tensor:
-        chosen = [derived_seed(seeds[i], "run", number) for i in index.tolist()]
-        if norm == "linf":
-            return 2 * per_example_uniform(chosen, shape) - 1
-        return per_example_normal(chosen, shape)
+        raw = run_draws([seeds[i] for i in index.tolist()], number, norm, shape)
+        return 2 * raw - 1 if norm == "linf" else raw
 
     return start
 
@@ -251,9 +257,9 @@ class APGDConfig:
 
 @register_attack
 class APGDCE(PixelAttack):
-    r"""APGD-CE in the paper 'Reliable evaluation of adversarial robustness with an ensemble of diverse
-    parameter-free attacks' [https://arxiv.org/abs/2003.01690].
+    r"""APGD-CE: Auto-PGD on the cross-entropy, L∞ or L2 (Croce & Hein 2020, https://arxiv.org/abs/2003.01690).
 
+    From 'Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks'.
     Auto-PGD on the cross-entropy of the candidate scores: ``torchattacks.APGD(loss='ce')``'s computation (see
     :func:`apgd`) with per-example random starts (run r of an example from its seed's stream r).
 
@@ -320,9 +326,9 @@ class APGDDLRConfig(APGDConfig):
 
 @register_attack
 class APGDDLR(APGDCE):
-    r"""APGD-DLR and APGD-T in the paper 'Reliable evaluation of adversarial robustness with an ensemble of diverse
-    parameter-free attacks' [https://arxiv.org/abs/2003.01690].
+    r"""APGD-DLR / APGD-T: Auto-PGD on the (targeted) DLR loss (Croce & Hein 2020, https://arxiv.org/abs/2003.01690).
 
+    From 'Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks'.
     Auto-PGD on the difference-of-logits-ratio loss, which is invariant to shifting and rescaling the scores
     (so saturated cross-entropy gradients cannot hide a model): ``torchattacks.APGD(loss='dlr')``; with
     ``targeted=true``, ``torchattacks.APGDT`` (the targeted DLR loss towards each of the ``targets`` best

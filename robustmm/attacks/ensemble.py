@@ -12,7 +12,7 @@ if and only if some component, run alone, breaks it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable
+from typing import Iterable
 
 import torch
 
@@ -23,7 +23,6 @@ from robustmm.attacks.square import Square
 from robustmm.errors import RobustMMError
 
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")  # apgd-t: targeted DLR (apgd-dlr with targeted=true)
-BLACK_BOX = ("square",)
 
 
 @dataclass(frozen=True)
@@ -63,10 +62,10 @@ class WorstCaseConfig:
 
 @register_attack
 class WorstCase(PixelAttack):
-    r"""The worst case over an AutoAttack-style ensemble, from 'Reliable evaluation of adversarial robustness with
-    an ensemble of diverse parameter-free attacks' [https://arxiv.org/abs/2003.01690].
+    r"""AutoAttack-style worst case per example over APGD-CE, APGD-DLR, Square (https://arxiv.org/abs/2003.01690).
 
-    Runs the component attacks in order (default: APGD-CE, APGD-DLR where the model has at least 3 candidate
+    From 'Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks'
+    (Croce & Hein 2020). Runs the component attacks in order (default: APGD-CE, APGD-DLR where the model has at least 3 candidate
     answers, Square), each only on the examples every earlier one failed on; an example is robust only if all
     of them failed. Components that cannot run on the model (DLR with fewer than 3 candidates, apgd-t with
     fewer than 4, e.g. SNLI-VE's three labels) are left out. Each component uses its own key's per-example
@@ -162,8 +161,3 @@ def component_counts(records: Iterable) -> dict[str, dict[str, int]]:
             row["ran"] += 1
             row["broke"] += int(details.get("broken_by") == key)
     return counts
-
-
-def is_black_box(component_key: str) -> bool:
-    """Whether a component key (or attack key) names a black-box attack (uses only the model's scores)."""
-    return component_key.split("(", 1)[0] in BLACK_BOX

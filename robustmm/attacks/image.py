@@ -306,7 +306,8 @@ class PGDConfig:
     """eps: budget on the [0, 1] scale; steps; alpha: step size (default 2.5 * eps / steps);
     random_start: start uniformly inside the ball (drawn per example from the run seed, the attack
     key and the example id); targeted/target: see the module docstring; eot: gradients averaged per
-    step over the model's own randomness (expectation over transformation)."""
+    step over the model's own randomness (expectation over transformation); subset: attack only a
+    seeded fraction of the examples (:func:`robustmm.seeding.in_subset`)."""
 
     eps: float = field(default=8 / 255, metadata=PIXEL_SCALE)
     steps: int = 10
@@ -315,6 +316,7 @@ class PGDConfig:
     targeted: bool = field(default=False, metadata=IF_SET)
     target: str = "least-likely"
     eot: int = field(default=1, metadata=IF_SET)
+    subset: float = field(default=1.0, metadata=IF_SET)
     attack_name: ClassVar[str] = "pgd-linf"
     linf: ClassVar[bool] = True
 
@@ -322,6 +324,7 @@ class PGDConfig:
         _check_common(self.attack_name, self.eps, self.linf, self.steps, self.alpha, self.targeted, self.target)
         if self.eot < 1:
             raise RobustMMError(f"{self.attack_name} eot must be at least 1, not {self.eot}.")
+        check_finite(self.subset, f"{self.attack_name} subset (a fraction of the examples)", 0.0, 1.0, low_open=True)
         if self.alpha is None:
             object.__setattr__(self, "alpha", 2.5 * self.eps / self.steps)
 
@@ -406,6 +409,7 @@ class PGDLinf(PixelAttack):
         random_start (bool): start from a uniform point in the ball. (Default: True)
         targeted (bool), target (str): see FGSM.
         eot (int): gradients averaged per step over the model's randomness. (Default: 1)
+        subset (float): attack only this seeded fraction of the examples. (Default: 1)
 
     Details (``info[i]["details"]``): ``zero_grad`` (the gradient at the start was zero or not finite).
 
@@ -458,6 +462,7 @@ class PGDL2(PGDLinf):
         random_start (bool): start from a random point in the ball. (Default: True)
         targeted (bool), target (str): see FGSM.
         eot (int): gradients averaged per step over the model's randomness. (Default: 1)
+        subset (float): attack only this seeded fraction of the examples. (Default: 1)
 
     Details: as pgd-linf.
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 
@@ -257,10 +256,9 @@ class SquareConfig:
 
 @register_attack
 class Square(PixelAttack):
-    r"""Square Attack in the paper 'Square Attack: a query-efficient black-box adversarial attack via random search'
-    [https://arxiv.org/abs/1912.00049].
+    r"""Square Attack: score-based black-box random search (Andriushchenko et al. 2020, https://arxiv.org/abs/1912.00049).
 
-    Score-based black-box random search: starting from vertical stripes of ±eps (L∞) or a grid of
+    From 'Square Attack: a query-efficient black-box adversarial attack via random search'. Score-based black-box random search: starting from vertical stripes of ±eps (L∞) or a grid of
     pseudo-Gaussian squares (L2), each iteration proposes a change of one square window (its side shrinking
     on a fixed schedule) and keeps it when the margin between the label's score and the best other score
     falls. Uses only the model's scores (no gradients), so it is unaffected by gradient masking: if it
