@@ -6,7 +6,7 @@ prompt tuning has been shown to obfuscate gradients (ADAPT, [https://arxiv.org/a
 member can look robust only because the gradients it gives an attack are useless. Per member and dataset:
 
 1. iterative >= one-step: PGD / APGD-CE succeed at least as often as FGSM at the same ε, on the same examples;
-2. ε-curve: success grows with ε and reaches ~100% (>= 95%) at a large budget (L∞ ε >= 64/255);
+2. ε-curve: success grows with ε and reaches ~100% (>= 95%, or all but one example) at a large budget (L∞ ε >= 64/255);
 3. noise << white-box: uniform noise of the same ε succeeds at most half as often as the strongest white-box attack;
 4. black-box / transfer <= white-box: Square (alone or inside the worst-case ensemble) and transfer attacks break
    no more than 0.2% of the examples that every white-box attack at the same ε failed on (AutoAttack's rule);
@@ -236,7 +236,8 @@ def _check_curve(runs: _Runs):
             problems.append(f"{name}'s success fell as ε grew to {_eps_text(norm, falls[0])}")
         large = [(e, r) for e, r in curve if e >= LARGE_EPS[norm] - 1e-9]
         if large:
-            if max(r for _, r in large) < REACH:
+            best = max(r for _, r in large)
+            if best < REACH and round((1 - best) * len(ids)) > 1:
                 problems.append(f"{name}'s success flattens at {_pct(max(r for _, r in large))} even at "
                                 f"{_eps_text(norm, large[-1][0])}")
             else:
@@ -346,8 +347,8 @@ def _check_convergence(runs: _Runs):
                 texts.append(f"{name}{where}: {_budget_text(budgets[weak])} {_pct(ra_weak)} → "
                              f"{_budget_text(budgets[strong])} {_pct(ra_strong)} robust (n={len(ids)})")
                 if ra_weak - ra_strong > CONVERGENCE_POINTS and warn is None:
-                    warn = (f"{name} had not converged{where} ({_budget_text(budgets[strong])} lowered robust accuracy "
-                            f"by {100 * (ra_weak - ra_strong):.1f} points)")
+                    warn = (f"{name}{where} had not converged at {_budget_text(budgets[weak])} ({_budget_text(budgets[strong])} "
+                            f"lowered robust accuracy by {100 * (ra_weak - ra_strong):.1f} points)")
     if not texts:
         return NOT_RUN, "needs one attack at two step / restart budgets (e.g. the cpu-checks preset)", None
     return (WARN if warn else PASS), "; ".join(texts), warn

@@ -14,7 +14,7 @@ import torch
 from robustmm.attacks import AttackBatch, get_attack, list_attacks, parse_attack_spec
 from robustmm.attacks.apgd import apgd
 from robustmm.attacks.base import attack_mode
-from robustmm.attacks.ensemble import WorstCase, component_counts
+from robustmm.attacks.ensemble import WorstCase, component_counts, component_table
 from robustmm.attacks.image import ClassifierView, eot_gradient
 from robustmm.attacks.square import draw_layout, square
 from robustmm.errors import RobustMMError
@@ -345,6 +345,10 @@ def test_component_counts_fall_with_the_examples_still_robust():
     records = [record("1", ["ce"], "ce"), record("2", ["ce", "dlr", "sq"], "sq"), record("3", ["ce", "dlr", "sq"], None),
                record("4", ["ce", "dlr"], "dlr")]
     assert component_counts(records) == {"ce": {"ran": 4, "broke": 1}, "dlr": {"ran": 3, "broke": 1}, "sq": {"ran": 2, "broke": 1}}
+    assert component_table(records) == [
+        "`worst-case()`: examples each component broke / ran on (each runs only on those still robust)", "",
+        "| dataset | member | `ce` | `dlr` | `sq` | robust |", "|---|---|---|---|---|---|",
+        "| d | prompt | 1 / 4 | 1 / 3 | 1 / 2 | 1 |"]
 
 
 # ---------------------------------------------------------------------------

@@ -161,3 +161,27 @@ def component_counts(records: Iterable) -> dict[str, dict[str, int]]:
             row["ran"] += 1
             row["broke"] += int(details.get("broken_by") == key)
     return counts
+
+
+def component_table(records: Iterable) -> list[str]:
+    """Markdown lines: per worst-case attack key, one row per (dataset, member) with each component's
+    "broke / ran on" counts and the examples left robust, e.g. ``| easy-vqa | prompt | 16 / 32 | 2 / 16 | 0 / 14 | 14 |``."""
+    groups: dict[str, dict[tuple[str, str], list]] = {}
+    for record in records:
+        if record.attack == "worst-case":
+            groups.setdefault(record.attack_key, {}).setdefault((record.dataset, record.member), []).append(record)
+    lines: list[str] = []
+    for key, by_member in sorted(groups.items()):
+        components = list(dict.fromkeys(k for rows in by_member.values() for r in rows for k in (r.details or {}).get("ran", [])))
+        if lines:
+            lines.append("")
+        lines += [f"`{key}`: examples each component broke / ran on (each runs only on those still robust)", "",
+                  "| dataset | member | " + " | ".join(f"`{k}`" for k in components) + " | robust |",
+                  "|---|---|" + "---|" * (len(components) + 1)]
+        for (dataset, member), rows in sorted(by_member.items()):
+            counts = component_counts(rows)
+            robust = sum(1 for r in rows if (r.details or {}).get("ran") and (r.details or {}).get("broken_by") is None)
+            cells = [f"{counts.get(k, {}).get('broke', 0)} / {counts.get(k, {}).get('ran', 0)}" for k in components]
+            lines.append(f"| {dataset} | {member} | " + " | ".join(cells) + f" | {robust} |")
+    return lines
+
