@@ -509,3 +509,19 @@ def test_gpu_and_cpu_presets():
     apgd_ce = [a.config for a in cpu if a.name == "apgd-ce"]
     assert {(c.steps, c.restarts) for c in apgd_ce} == {(10, 1), (100, 1), (100, 5)}
     assert all(c.subset <= worst.config.subset < 1 for c in apgd_ce), "the convergence runs lie inside the ensemble's subset"
+
+
+def test_the_runner_gives_the_same_outcomes_at_batch_sizes_1_and_6():
+    """Through the runner on the default easy-VE pair: the same examples succeed for batch sizes 1 and 6."""
+    from robustmm.data import load_dataset
+    from robustmm.evaluate import evaluate
+    from robustmm.models.pair import load_pair
+
+    pair = load_pair("default", task="ve", device="cpu")
+    dataset = load_dataset("easy-ve", split="test", limit=6, seed=11)
+    attacks = [get_attack("apgd-ce", steps=3), get_attack("square", queries=15), get_attack("worst-case", steps=2, queries=10)]
+    outcomes = []
+    for batch_size in (1, 6):
+        records = evaluate(pair, dataset, attacks, batch_size=batch_size, seed=0).records
+        outcomes.append(sorted((r.member, r.attack_key, r.example_id, r.status.value, r.adv_prediction, r.queries) for r in records))
+    assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 2 * 3 * 6
