@@ -7,9 +7,11 @@ On one fixed batch of easy-VQA test examples and a finetuned model, from ONE run
     adversarial batch, the text tokenisation and the projections are all inside the numerator.
     Target: <= 1.10.
 (b) robustmm's ``pgd-linf`` against plain ``torchattacks.PGD`` on the same view with the same
-    eps, alpha, steps, random start and seed: both times, their ratio and both robust
-    accuracies (which must be equal: robustmm calls torchattacks and seeds it the same way).
-    Both timings include tokenising the texts and the no-grad forward that scores the result.
+    eps, alpha, steps and random start (torchattacks is handed robustmm's per-example start
+    noise, see ``_same_draws.py``): both times, their ratio and both robust accuracies (which
+    must be equal: robustmm computes what torchattacks.PGD computes, with a summed loss whose
+    gradient signs are the same). Both timings include tokenising the texts and the no-grad
+    forward that scores the result.
 
 Times are medians over ``--repeats`` interleaved repeats after one warm-up. One intra-op thread
 by default: on a machine shared with a training job, two OpenMP threads per process make every
@@ -29,13 +31,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from robustmm.attacks import AttackBatch, get_attack, parse_number
-from robustmm.attacks.base import attack_mode, seeded
-from robustmm.attacks.image import ClassifierView
-from robustmm.data import load_dataset, to_tensor
-from robustmm.errors import RobustMMError
-from robustmm.models.checkpoint import load_model
-from robustmm.paths import package_root
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _same_draws import uniform_noise_is  # noqa: E402
+
+from robustmm.attacks import AttackBatch, get_attack, parse_number  # noqa: E402
+from robustmm.attacks.base import attack_mode  # noqa: E402
+from robustmm.attacks.image import ClassifierView  # noqa: E402
+from robustmm.data import load_dataset, to_tensor  # noqa: E402
+from robustmm.errors import RobustMMError  # noqa: E402
+from robustmm.models.checkpoint import load_model  # noqa: E402
+from robustmm.paths import package_root  # noqa: E402
+from robustmm.seeding import per_example_uniform  # noqa: E402
 
 DEFAULT_MODEL = package_root() / "checkpoints" / "default" / "easy-vqa" / "finetune"
 
@@ -53,7 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--eps", default="8/255")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="run seed (the per-example starts come from it)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: stable ratios on a shared machine; 0 = torch's choice)")
     args = parser.parse_args(argv)
@@ -61,6 +67,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     import torchattacks
+    import torchattacks.attacks.pgd as torchattacks_pgd
 
     try:
         model = load_model(args.model)
@@ -73,8 +80,10 @@ def main(argv=None) -> int:
     pixels = to_tensor([e.image for e in examples], model.image_size).to(model.device)
     texts = [e.text for e in examples]
     labels = model.target_indices([e.label for e in examples])
-    batch = AttackBatch(examples, pixels, texts, labels)
-    attack = get_attack("pgd-linf", eps=eps, steps=args.steps, alpha=alpha, seed=args.seed)
+    batch = AttackBatch(examples, pixels, texts, labels, seed=args.seed)
+    attack = get_attack("pgd-linf", eps=eps, steps=args.steps, alpha=alpha)
+    # robustmm's start: U(-eps, eps) per example from its seed (pgd()'s arithmetic), handed to torchattacks.PGD
+    noise = per_example_uniform(attack.example_seeds(batch), tuple(pixels.shape[1:]), pixels.device) * (2 * eps) - eps
 
     def forward_backward():
         """``steps`` forward+backward passes wrt the pixels (the work PGD repeats), one view."""
@@ -92,7 +101,7 @@ def main(argv=None) -> int:
         with attack_mode(model):  # same eval mode and frozen parameters as robustmm uses
             view = ClassifierView(model, texts)
             plain = torchattacks.PGD(view, eps=eps, alpha=alpha, steps=args.steps, random_start=True)
-            with seeded(args.seed, model.device):
+            with uniform_noise_is(torchattacks_pgd, noise):
                 adv = plain(pixels, labels)
             with torch.no_grad():
                 return adv, view(adv)

@@ -125,6 +125,8 @@ def attack_command(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="VLM members: square image size the attacks work at (default: the processor's)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="VLM members: recompute activations in backward passes (less GPU memory)."),
     memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="VLM members: memory budget of one candidate-scoring chunk."),
+    transfer: bool = typer.Option(True, help="Keep white-box adversarial images and score each member on the other's (--no-transfer: skip)."),
+    transfer_to: Optional[Path] = typer.Option(None, "--transfer-to", help="A third checkpoint to score on both members' adversarial images."),
     out: Path = typer.Option(Path("reports"), help="Folder that holds run folders."),
     name: Optional[str] = typer.Option(None, help="Run folder name (default: default-<identity> for the default suite, else run-<identity>)."),
     resume: bool = typer.Option(True, help="Keep records already in the run folder (a plain rerun resumes too)."),
@@ -138,15 +140,20 @@ def attack_command(
         presets=_split_list(preset), eps=_split_list(eps), eps_l2=_split_list(eps_l2), seed=seed, batch_size=batch_size,
         device=device, dtype=dtype, until_decided=until_decided, precision=precision, base=str(base) if base else None,
         answer=answer, image_size=image_size, gradient_checkpointing=gradient_checkpointing, memory_mb=memory_mb,
+        transfer=transfer, transfer_to=str(transfer_to) if transfer_to else None,
     )
     spec.check()
     command = "robustmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report, summary = run_experiment(spec, out, name, command, progress_factory=_RichProgress, fresh=not resume)
     if summary is None:  # a torchrun rank other than 0: rank 0 reports for the job
         return
+    from robustmm.checks import run_checks
+    from robustmm.report import checked_verdict
+
     console.print(_summary_table(summary.comparisons))
+    checks = run_checks([r for r in summary.records if r.member in ("prompt", "finetune")])
     for task, ds in summary.datasets():
-        console.print(f"[bold]{escape(ds)}[/]: {escape(summary.task_verdict(task, ds))}", highlight=False)
+        console.print(f"[bold]{escape(ds)}[/]: {escape(checked_verdict(summary, task, ds, checks))}", highlight=False)
     console.print(f"report: {escape(str(report))}", highlight=False)
 
 

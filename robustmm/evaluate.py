@@ -45,7 +45,8 @@ def expand_eps(attacks: Sequence[Attack], eps_linf: Sequence[float] | None = Non
     """
     out: list[Attack] = []
     for attack in attacks:
-        values = {"linf": eps_linf, "l2": eps_l2}.get(getattr(attack, "threat", ""))
+        threat = getattr(attack.config, "norm", None) or getattr(attack, "threat", "")  # APGD, Square: a norm field
+        values = {"linf": eps_linf, "l2": eps_l2}.get(threat)
         if values:
             out += [attack.with_eps(e) for e in values]
         else:
@@ -159,6 +160,8 @@ def run_attacks(
     ranks=None,
     batch_sizes: dict | None = None,
     protected: frozenset[str] = frozenset(),
+    adversarial=None,
+    third: tuple[str, object] | None = None,
 ) -> list[AttackRecord]:
     """The records of ``dataset`` (stored ones first), computing whichever are missing.
 
@@ -167,8 +170,13 @@ def run_attacks(
     a record (all members and attacks of an example on one rank). On CUDA out-of-memory a batch is halved
     and retried; the sizes used are noted in ``batch_sizes`` ({attack key: size}). ``protected``: the
     dataset's label-bearing words, which text attacks never edit (computed once from the whole split,
-    :func:`robustmm.attacks.text.protect.protected_words`).
+    :func:`robustmm.attacks.text.protect.protected_words`). With ``adversarial`` (a
+    :class:`robustmm.transfer.AdversarialStore`) the white-box pixel attacks' perturbations are kept and every
+    transfer record is computed too (each member's adversarial images on the other member, and on ``third``
+    = (member name, model) if given).
     """
+    from robustmm.transfer import transfer_records, transfer_units
+
     from robustmm.distributed import shard
 
     scope = f"{dataset.task.value}/{dataset.name}"
@@ -180,12 +188,16 @@ def run_attacks(
             progress(r.member, r.attack_key, 1)
     images = images or ImageBank()
     task = dataset.task.value
-    units = [(member, attack.key()) for member in pair.members() for attack in attacks]
-    needy = [e.id for e in dataset.examples if any((scope, m, k, e.id) not in done for m, k in units)]
+    covered = {attack.key(): {e.id for e in dataset.examples if attack.covers(seed, e.id)} for attack in attacks}
+    models = dict(pair.members()) | (dict([third]) if third is not None else {})
+    transfers = transfer_units(attacks, list(models)) if adversarial is not None else []
+    needy = [e.id for e in dataset.examples
+             if any(e.id in covered[a.key()] and (scope, m, a.key(), e.id) not in done for m in pair.members() for a in attacks)
+             or any(e.id in covered[a.key()] and (scope, t, k, e.id) not in done for t, k, a in transfers)]
     mine = shard(needy, ranks)
     for member, model in pair.members().items():
-        missing = {attack.key(): [e for e in dataset.examples if e.id in mine and (scope, member, attack.key(), e.id) not in done]
-                   for attack in attacks}
+        missing = {attack.key(): [e for e in dataset.examples if e.id in mine and e.id in covered[attack.key()]
+                                  and (scope, member, attack.key(), e.id) not in done] for attack in attacks}
         needed = {e.id: e for todo in missing.values() for e in todo}
         if not needed:
             continue
@@ -201,7 +213,8 @@ def run_attacks(
             while start < len(attackable):
                 chunk = attackable[start:start + size]
                 try:
-                    new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed, protected)
+                    new = attack_batch(model, member, attack, chunk, dataset, run, clean, images, seed, protected,
+                                       adversarial if attack.white_box else None)
                 except torch.cuda.OutOfMemoryError:
                     if size == 1:
                         raise RobustMMError(f"CUDA ran out of memory attacking one example with {attack.key()}; use a "
@@ -214,6 +227,12 @@ def run_attacks(
                     continue
                 _store(store, new, ours, progress, member, attack)
                 start += len(chunk)
+    if transfers:
+        new = transfer_records(models, dataset, attacks, [e for e in dataset.examples if e.id in mine], images, adversarial,
+                               done, run, batch_size, seed)
+        if store is not None:
+            store.append(new)
+        ours += new
     return ours
 
 
@@ -228,17 +247,20 @@ def _store(store: RecordStore | None, new: list[AttackRecord], ours: list[Attack
 
 def attack_batch(model, member: str, attack: Attack, examples: Sequence[Example], dataset: Dataset, run: str,
                  clean: dict[str, CleanAnswer], images: ImageBank, seed: int,
-                 protected: frozenset[str] = frozenset()) -> list[AttackRecord]:
-    """Attack ``examples`` (all answered correctly clean by ``model``) and return one record each."""
+                 protected: frozenset[str] = frozenset(), adversarial=None) -> list[AttackRecord]:
+    """Attack ``examples`` (all answered correctly clean by ``model``) and return one record each; with
+    ``adversarial`` (an AdversarialStore) the perturbations are kept for transfer."""
     device = model.device
     pixels = images.pixels(examples, model.image_size).to(device)
     texts = [e.text for e in examples]
     targets = gold_targets(examples, model.candidates, dataset.task.value).to(device)
     result = attack.run(model, AttackBatch(list(examples), pixels, texts, targets, seed=seed, protected=protected))
-    adversarial = result.scores.argmax(dim=1).tolist()
+    if adversarial is not None:
+        adversarial.save(dataset.name, attack.key(), member, [e.id for e in examples], result.pixels.to(pixels.device) - pixels)
+    best = result.scores.argmax(dim=1).tolist()
     records = []
     for i, example in enumerate(examples):
-        outcome = _Adversarial(model.candidates[adversarial[i]], result.texts[i], dict(result.info[i]))
+        outcome = _Adversarial(model.candidates[best[i]], result.texts[i], dict(result.info[i]))
         records.append(_record(run, dataset, member, model, attack, example, clean[example.id], outcome))
     return records
 

@@ -58,6 +58,8 @@ class RunSpec:
     image_size: int | None = None  # VLM members: the square image size attacks work at (default: the processor's)
     gradient_checkpointing: bool = False  # VLM members: recompute activations in backward passes (less memory)
     memory_mb: int | None = None  # VLM members: memory budget of one candidate-scoring chunk
+    transfer: bool = True  # keep white-box adversarial images and score each member on the other's (robustmm.transfer)
+    transfer_to: str | None = None  # a third checkpoint scored on both members' adversarial images
     base: str | None = None  # where a moved prompt checkpoint's base lies now (hash-checked)
 
     def check(self) -> None:
@@ -149,7 +151,7 @@ def examples_digest(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_identity(spec: RunSpec, attacks, pools, pairs, device) -> dict:
+def run_identity(spec: RunSpec, attacks, pools, pairs, device, thirds=()) -> dict:
     """What determines the records (see the module docstring), as JSON values. ``pools``: the full splits."""
     import robustmm
 
@@ -159,6 +161,7 @@ def run_identity(spec: RunSpec, attacks, pools, pairs, device) -> dict:
         "sample": {"limit": spec.limit, "seed": spec.seed, "until_decided": spec.until_decided,
                    "precision": spec.precision if spec.until_decided else None},
         "answers": {"answer": spec.answer, "image_size": spec.image_size},
+        "transfer": {"on": spec.transfer, "third": thirds[0].fingerprint() if thirds else None},
         "members": {d.name: {"prompt": p.prompt_tuned.fingerprint(), "finetune": p.finetuned.fingerprint()}
                     for d, p in zip(pools, pairs)},
         "device": {"kind": device.type, "dtype": spec.dtype},
@@ -207,8 +210,9 @@ def _check_writable(folder: Path) -> None:
 
 
 def load_everything(spec: RunSpec, device=None):
-    """(attacks, full splits, pairs, device): everything resolved and checked, nothing written.
-    ``device`` overrides ``spec.device`` (a torchrun rank's own device)."""
+    """(attacks, full splits, pairs, device, third models): everything resolved and checked, nothing written.
+    ``device`` overrides ``spec.device`` (a torchrun rank's own device); the third models (one per dataset,
+    ``--transfer-to``) are empty when none is given."""
     from robustmm.data import load_dataset
     from robustmm.models.pair import load_pair, resolve_device
 
@@ -219,7 +223,7 @@ def load_everything(spec: RunSpec, device=None):
     names = [d.name for d in pools]
     if len(set(names)) < len(names):
         raise RobustMMError(f"Dataset {next(n for n in names if names.count(n) > 1)} is given twice.")
-    pairs = []
+    pairs, thirds = [], []
     for dataset in pools:
         if spec.prompt_tuned or spec.finetuned:
             pair = load_pair(prompt_tuned=spec.prompt_tuned, finetuned=spec.finetuned, device=device, dtype=spec.dtype,
@@ -230,12 +234,17 @@ def load_everything(spec: RunSpec, device=None):
             from robustmm.generation import check_can_generate
 
             check_can_generate(pair)
+        if spec.transfer_to:
+            from robustmm.models.pair import load_member
+
+            thirds.append(load_member(spec.transfer_to, device, dtype=spec.dtype, task=dataset.task.value,
+                                      candidates=dataset.candidates, vlm=spec.vlm_options()))
         if pair.task != dataset.task:
             raise RobustMMError(f"The pair was tuned for {pair.task.value} but dataset {dataset.name} is {dataset.task.value}.")
         if set(dataset.candidates) != set(pair.candidates):
             raise RobustMMError(f"Dataset {dataset.name} has a different answer set than the pair's models.")
         pairs.append(pair)
-    return attacks, pools, pairs, device
+    return attacks, pools, pairs, device, thirds
 
 
 def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, command: str = "",
@@ -265,8 +274,8 @@ def _run(spec, out, name, command, progress_factory, fresh, ranks, device) -> tu
 
     from robustmm import distributed
 
-    attacks, pools, pairs, device = load_everything(spec, device)
-    identity = run_identity(spec, attacks, pools, pairs, device)
+    attacks, pools, pairs, device, thirds = load_everything(spec, device)
+    identity = run_identity(spec, attacks, pools, pairs, device, thirds)
     if ranks is not None:
         digests = distributed.gather(identity_digest(identity))
         if len(set(digests)) > 1:
@@ -296,7 +305,7 @@ def _run(spec, out, name, command, progress_factory, fresh, ranks, device) -> tu
             _log_to_file(run_dir, ranks)
         elif not ok:
             raise RobustMMError(problem)
-        return _run_in(spec, run_dir, run_name, identity, attacks, pools, pairs, device, command, progress_factory, ranks)
+        return _run_in(spec, run_dir, run_name, identity, attacks, pools, pairs, device, command, progress_factory, ranks, thirds)
     finally:
         if main and ok:
             lock.__exit__(None, None, None)
@@ -348,7 +357,7 @@ def _stored(run_dir: Path, ranks) -> list:
 
 
 def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks, pools, pairs, device, command: str,
-            progress_factory: Callable | None, ranks=None) -> tuple[Path | None, object]:
+            progress_factory: Callable | None, ranks=None, thirds=()) -> tuple[Path | None, object]:
     """The run itself (every rank of a torchrun job runs it on its share)."""
     from robustmm import distributed
     from robustmm.evaluate import ImageBank, run_attacks
@@ -358,18 +367,22 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
     from robustmm.records import RecordStore
     from robustmm.report import render
     from robustmm.summary import LABELS, MEMBERS, summarize
+    from robustmm.transfer import AdversarialStore, transfer_units
 
     main = ranks is None or ranks.main
+    adversarial = AdversarialStore(run_dir / "adversarial") if spec.transfer else None
     store = RecordStore(run_dir / ("records.jsonl" if ranks is None else distributed.RANK_FILE.format(ranks.rank)))
     existing = _stored(run_dir, ranks)
     resumed = len(existing)
     started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-    sequential, extra, members, planned, batch_sizes, samples = {}, {}, {}, set(), {}, {}
+    sequential, extra, members, planned, batch_sizes, samples, transfer_labels = {}, {}, {}, set(), {}, {}, {}
     images = ImageBank()
     ok, problem = True, ""
     protected_sets = {}
-    for pool, pair in zip(pools, pairs):
+    for index, (pool, pair) in enumerate(zip(pools, pairs)):
         first = len(pool) if spec.limit is None else min(spec.limit, len(pool))
+        third = ("other", thirds[index]) if thirds else None
+        targets = list(MEMBERS) + (["other"] if third else [])
         protected = frozenset()
         if any(a.modality in ("text", "joint") for a in attacks):
             from robustmm.attacks.text.protect import protected_words
@@ -388,7 +401,7 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
                 try:
                     run_attacks(pair, dataset, attacks, batch_size=spec.batch_size, seed=spec.seed, run=run_name,
                                 store=store, existing=existing, progress=progress, images=images, ranks=ranks,
-                                batch_sizes=batch_sizes, protected=protected)
+                                batch_sizes=batch_sizes, protected=protected, adversarial=adversarial, third=third)
                 except RobustMMError as err:
                     ok, problem = False, str(err)
                 if ranks is not None:
@@ -397,7 +410,10 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
                     raise RobustMMError(problem)
                 existing = _stored(run_dir, ranks)
                 planned |= {(f"{pool.task.value}/{pool.name}", m, a.key(), e.id) for m in MEMBERS for a in attacks
-                            for e in dataset.examples}
+                            for e in dataset.examples if a.covers(spec.seed, e.id)}
+                if adversarial is not None:
+                    planned |= {(f"{pool.task.value}/{pool.name}", t, k, e.id) for t, k, a in transfer_units(attacks, targets)
+                                for e in dataset.examples if a.covers(spec.seed, e.id)}
                 samples[pool.name] = dataset
                 if not spec.until_decided:
                     break
@@ -414,7 +430,9 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
                 if item is not None and hasattr(item, "close"):
                     item.close()
         key = (pool.task.value, pool.name)
-        members[pool.name] = member_table({m: model.info for m, model in pair.members().items()})
+        members[pool.name] = member_table({m: model.info for m, model in pair.members().items()}
+                                          | ({"other": third[1].info} if third else {}))
+        transfer_labels[pool.name] = dict(zip(MEMBERS, LABELS)) | ({"other": f"{third[1].info.name} (--transfer-to)"} if third else {})
         extra[key] = []
         if pool.name in sequential:
             extra[key] += sequential_lines(sequential[pool.name], spec)
@@ -437,7 +455,7 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
             "examples": {d.name: len({r.example_id for r in records if r.dataset == d.name}) for d in pools},
             "wall_seconds": round(time.perf_counter() - start, 1), "started": started, "records": len(records),
             "resumed_records": resumed, "identity": identity_digest(identity), "versions": versions(), "members": members,
-            "processes": 1 if ranks is None else ranks.world}
+            "processes": 1 if ranks is None else ranks.world, "transfer_labels": transfer_labels}
     if batch_sizes:
         meta["batch_sizes_after_oom"] = batch_sizes
     if protected_sets:

@@ -212,6 +212,29 @@ def dataset_verdict(rows: Sequence[Comparison], names: tuple[str, str]) -> str:
     return sentence
 
 
+def checked_verdict(summary, task: str, dataset: str, checks) -> str:
+    """The dataset verdict, qualified when the member it calls more robust (under the headline setting: the
+    worst-case ensemble if run, else most settings) fails an evaluation check, plus every member's warnings."""
+    from robustmm.checks import qualify_verdict, verdict_warnings
+    from robustmm.summary import MEMBERS
+
+    rows = summary.for_dataset(task, dataset)
+    sentence = summary.task_verdict(task, dataset)
+    head = [c for c in rows if c.attack == "worst-case"] or rows
+    wins = {side: sum(c.outcome == side for c in head) for side in ("a", "b")}
+    winner = None if wins["a"] == wins["b"] else MEMBERS[0] if wins["a"] > wins["b"] else MEMBERS[1]
+    scope = f"{task}/{dataset}"
+    sentence = qualify_verdict(sentence, winner, checks, scope)
+    warnings = [w for w in verdict_warnings(checks, scope) if winner is None or not w.startswith(_member_word(winner))]
+    return " ".join([sentence, *(w.rstrip(".") + "." for w in warnings)])
+
+
+def _member_word(member: str) -> str:
+    from robustmm.checks import member_label
+
+    return member_label(member)
+
+
 # ---------------------------------------------------------------------------
 # The run report
 # ---------------------------------------------------------------------------
@@ -271,9 +294,14 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
     lines = [f"# robustmm report: {md_escape(meta.get('run', run_dir.name))}", "",
              "Is a prompt-tuned model more or less robust than a finetuned one of the same backbone? Both members of "
              "the pair are attacked white-box on the same examples with the same per-example random draws.", ""]
+    from robustmm.attacks.ensemble import component_table
+    from robustmm.checks import checks_table, run_checks
+
+    checks = run_checks([r for r in summary.records if r.member in ("prompt", "finetune")])
+    verdicts = {(t, d): checked_verdict(summary, t, d, checks) for t, d in summary.datasets()}
     lines += ["## Verdicts", ""]
     for task, dataset in summary.datasets():
-        lines.append(f"- **{md_escape(dataset)}** ({task}): {md_escape(summary.task_verdict(task, dataset))}")
+        lines.append(f"- **{md_escape(dataset)}** ({task}): {md_escape(verdicts[(task, dataset)])}")
     lines += ["", "How to read: " + how_to_read(LABELS)[0], ""]
     for task, dataset in summary.datasets():
         rows = summary.for_dataset(task, dataset)
@@ -290,6 +318,19 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
         figure = figures / f"eps-curve-{re.sub(r'[^A-Za-z0-9_-]+', '_', dataset)}.png"
         if plot_eps_curves(rows, figure):
             lines += [f"![robust accuracy vs eps on {md_escape(dataset)}](figures/{figure.name})", ""]
+        from robustmm.transfer import transfer_lines
+
+        ours = [r for r in summary.records if (r.task, r.dataset) == (task, dataset)]
+        labels = (meta.get("transfer_labels") or {}).get(dataset) or dict(zip(("prompt", "finetune"), LABELS))
+        transfer = transfer_lines(ours, labels)
+        if transfer:
+            lines += ["### Transfer: adversarial images of one model, evaluated on another", "",
+                      "Rows: the model the images were crafted on; columns: the model they are shown to; the diagonal "
+                      "is the white-box attack itself. A row that breaks the other model more than that model's own "
+                      "white-box attack does points to gradient masking in that model.", ""] + transfer
+        components = component_table(ours)
+        if components:
+            lines += ["### Worst-case ensemble: which component broke each example", ""] + components + [""]
         lines += (extra_sections or {}).get((task, dataset), [])
         shown = [g for g in gallery if g["dataset"] == dataset]
         if shown:
@@ -301,6 +342,11 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
                 lines.append(f"| ![](gallery/{g['image']}) | {label} | {md_escape(g['attack_key'])} | {text} | "
                              f"{md_escape(g['clean_prediction'])} → {md_escape(g['adv_prediction'])} |")
             lines.append("")
+    if checks:
+        lines += ["## Evaluation checks: were the attacks strong enough?", "",
+                  "Computed from the records above, per member and dataset (Carlini et al. 2019; AutoAttack's checks): "
+                  "PASS, WARN (with the numbers that fail) or not run (the settings it compares are not in this run; "
+                  "`--preset cpu-checks` or `gpu` adds them).", ""] + checks_table(checks) + [""]
     from robustmm.attacks.text.audit import audit_markdown
 
     audit = audit_markdown(summary.records, seed=int(meta.get("seed", 0) or 0))
@@ -320,7 +366,8 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
     lines += ["", "Attack settings:", ""] + [f"- `{c}`" for c in sorted({c.attack_key for c in summary.comparisons})]
     lines += ["", "Every number above is computed from `records.jsonl` in this folder; `robustmm report` re-renders it.", ""]
 
-    data = {"meta": meta, "verdicts": {d: summary.task_verdict(t, d) for t, d in summary.datasets()},
+    data = {"meta": meta, "verdicts": {d: verdicts[(t, d)] for t, d in summary.datasets()},
+            "checks": [asdict(c) for c in checks],
             "comparisons": [asdict(c) | {"outcome": c.outcome, "confounded": c.confounded, "verdict": setting_verdict(c, NAMES)}
                             for c in summary.comparisons]}
     write_atomic(run_dir / "summary.json", json.dumps(data, indent=2, default=str) + "\n")

@@ -55,3 +55,21 @@ def per_example_normal(seeds: Sequence[int], shape: Sequence[int], device: torch
     rows = [torch.randn(tuple(shape), generator=generator(s), dtype=dtype) for s in seeds]
     out = torch.stack(rows) if rows else torch.zeros((0, *shape), dtype=dtype)
     return out.to(device)
+
+
+def derived_seed(seed: int, *stream: object) -> int:
+    """A 63-bit seed for a named sub-stream of ``seed`` (e.g. ``derived_seed(s, "restart", 2)``): independent
+    of ``seed``'s own stream and of every other sub-stream, stable across processes."""
+    text = "\x1f".join(str(part) for part in (int(seed), *stream))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def in_subset(run_seed: int, example_id: str, fraction: float) -> bool:
+    """Whether an example belongs to the seeded subset holding about ``fraction`` of all examples.
+
+    A pure function of (run seed, example id, fraction), the same for every attack and member, and nested:
+    the subset at 0.1 lies inside the subset at 0.2 (an example's position is one uniform draw).
+    """
+    if fraction >= 1:
+        return True
+    return example_seed(run_seed, "subset", example_id) < fraction * (1 << 63)

@@ -72,6 +72,7 @@ class Attack(ABC):
     Config: ClassVar[type]
     paper: ClassVar[str] = ""
     threat: ClassVar[str] = ""  # "linf" / "l2" for norm-bounded pixel attacks: which --eps list applies
+    white_box: ClassVar[bool] = False  # a gradient attack on pixels: its adversarial images are kept for transfer
 
     def __init__(self, config=None, **params) -> None:
         if config is not None and params:
@@ -104,8 +105,17 @@ class Attack(ABC):
 
         return example_seeds(batch.seed, self.key(), [e.id for e in batch.examples])
 
+    def covers(self, run_seed: int, example_id: str) -> bool:
+        """Whether this attack runs on an example: False outside the seeded subset of a config's ``subset``
+        fraction (:func:`robustmm.seeding.in_subset`: the same examples for every attack and member)."""
+        from robustmm.seeding import in_subset
+
+        return in_subset(run_seed, example_id, getattr(self.config, "subset", 1.0))
+
 
 PIXEL_SCALE = {"scale": "pixel"}  # field metadata: a value on the [0, 1] pixel scale, written as k/255 in keys
+# field metadata: a pixel-scale value (k/255) while the config's ``norm`` is ``linf``; a decimal otherwise (an L2 radius)
+PIXEL_SCALE_LINF = {"scale": "pixel-if-linf"}
 IF_SET = {"key": "if-set"}  # field metadata: shown in the key only when it differs from its default
 
 
@@ -131,7 +141,7 @@ def canonical_key(name: str, config: Any) -> str:
     A field marked ``IF_SET`` is left out while it holds its default (e.g. ``targeted=False``), or
     when the config's ``hidden_in_key()`` names it (a parameter that has no effect in the current
     mode, such as ``target`` of an untargeted attack). Pixel-scale fields are written as fractions
-    of 255 (:func:`format_key_value`).
+    of 255 (:func:`format_key_value`); ``PIXEL_SCALE_LINF`` fields only while ``norm`` is ``linf``.
     """
     hidden = set(config.hidden_in_key()) if hasattr(config, "hidden_in_key") else set()
     parts = []
@@ -141,7 +151,9 @@ def canonical_key(name: str, config: Any) -> str:
             continue
         if f.metadata.get("key") == "if-set" and f.default is not dataclasses.MISSING and value == f.default:
             continue
-        parts.append(f"{f.name}={format_key_value(value, f.metadata.get('scale') == 'pixel')}")
+        scale = f.metadata.get("scale")
+        pixel = scale == "pixel" or (scale == "pixel-if-linf" and getattr(config, "norm", "linf") == "linf")
+        parts.append(f"{f.name}={format_key_value(value, pixel)}")
     return f"{name}({', '.join(parts)})"
 
 
@@ -337,7 +349,7 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in attacks (lazily: they import torchattacks etc. only when run)."""
     import importlib
 
-    for module in ("image", "embedding", "text", "joint"):
+    for module in ("image", "apgd", "square", "ensemble", "embedding", "text", "joint"):
         try:
             importlib.import_module(f"robustmm.attacks.{module}")
         except ModuleNotFoundError as err:

@@ -1,4 +1,6 @@
-"""Pixel-space attacks: FGSM, PGD-L∞ and PGD-L2 through torchattacks, and a uniform-noise baseline.
+"""Pixel-space attacks: FGSM, PGD-L∞ and PGD-L2 (computed as torchattacks does), a uniform-noise
+baseline and the blank image; the shared machinery of every pixel attack (APGD and Square in their
+own modules, the worst-case ensemble in ``ensemble.py``).
 
 torchattacks wants an ordinary classifier ``f(x) -> logits``. :class:`ClassifierView`
 is that classifier for one batch: a VLModel with the texts held fixed (tokenised once),
@@ -13,18 +15,29 @@ does when no label is given. With ``targeted=true`` the attack moves *towards*
 ``target``: a candidate answer, or ``least-likely`` (the lowest-scoring candidate on the
 clean input).
 
+Randomness: an attack's own draws (random starts, noise, Square's proposals) come from each
+example's seed (:meth:`Attack.example_seeds`). A model that is random itself in eval mode (e.g.
+ViLT's patch sampling) draws from torch's global generator; during an attack that generator is
+forked and seeded from the batch's example seeds, so the global state is left alone and a batch
+gives the same records every time (but such a model's draws, made for the batch as a whole, are
+not batch-size invariant).
+
 Per-example ``info``: ``linf`` and ``l2`` of the pixel perturbation (adversarial minus
-clean, [0, 1] scale), ``queries`` (forward+backward passes: FGSM 1, PGD ``steps``, noise 0),
-``forwards`` (extra no-grad forward passes: 1 to score the adversarial batch, plus 1 when
-labels or targets had to be read from the clean prediction), ``seconds`` (batch wall time / B)
-and ``label`` (``gold`` / ``prediction`` / ``target``).
+clean, [0, 1] scale), ``queries`` (forward+backward passes: FGSM 1, PGD ``steps`` x ``eot``,
+noise 0; forward passes for black-box attacks), ``forwards`` (extra no-grad forward passes: 1 to
+score the adversarial batch, plus 1 when labels or targets had to be read from the clean
+prediction), ``seconds`` (batch wall time / B), ``label`` (``gold`` / ``prediction`` / ``target``)
+and ``details``: gradient attacks write ``zero_grad`` (the input gradient at the starting point was
+all zero or not finite: a sign of gradient masking); an attack with ``subset`` < 1 writes
+``outside_subset: true`` for the examples it left alone (clean pixels, no queries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -54,10 +67,11 @@ class ClassifierView(nn.Module):
     """A VLModel seen as a plain classifier for a fixed batch of texts.
 
     ``forward(pixels)``: pixels (B, 3, H, W) float in [0, 1] -> candidate scores (B, C) float32,
-    used as logits. The texts are encoded once here; ``B`` must equal ``len(texts)``. The
-    pixels are cast to the model's dtype inside, so attack arithmetic stays fp32 even for a
-    half-precision model. The view's ``training`` flag mirrors the model's at construction
-    (torchattacks reads and restores it); building a view changes nothing in the model.
+    used as logits. The texts are encoded once here; ``B`` must equal ``len(texts)``
+    (:meth:`subset` gives the view of some of the rows). The pixels are cast to the model's
+    dtype inside, so attack arithmetic stays fp32 even for a half-precision model. The view's
+    ``training`` flag mirrors the model's at construction (torchattacks reads and restores it);
+    building a view changes nothing in the model.
 
     Examples::
         >>> view = ClassifierView(model, ["what shape is it?"] * 4)
@@ -74,6 +88,55 @@ class ClassifierView(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.candidate_scores(pixels.to(self.dtype), self.text_inputs).float()
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> "ClassifierView":
+        """The view of rows ``index`` of this batch (their texts, already encoded)."""
+        return ClassifierView(self.model, {name: value[index] for name, value in self.text_inputs.items()})
+
+
+@dataclass
+class Perturbation:
+    """What :meth:`PixelAttack.perturb` returns: ``pixels`` (B, 3, H, W) in [0, 1], ``queries`` (B ints:
+    forward+backward passes, or forward queries of a black-box attack) and ``details`` (B dicts of
+    attack-specific facts, documented by each attack)."""
+
+    pixels: torch.Tensor
+    queries: list[int]
+    details: list[dict]
+
+
+def eot_gradient(view: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 criterion: Callable[[torch.Tensor], torch.Tensor], eot: int = 1):
+    """Gradient (B, 3, H, W) of ``criterion(view(x)).sum()`` with respect to ``x`` (which requires grad),
+    averaged over ``eot`` forward/backward passes (expectation over transformation: the passes differ only
+    through the model's own randomness), with the last pass's logits (B, C) and per-example losses (B,)."""
+    grad = torch.zeros_like(x)
+    for _ in range(eot):
+        with torch.enable_grad():
+            logits = view(x)
+            loss_indiv = criterion(logits)
+            loss = loss_indiv.sum()
+        grad += torch.autograd.grad(loss, [x])[0].detach()
+    grad /= float(eot)
+    return grad, logits, loss_indiv
+
+
+def zero_gradients(grad: torch.Tensor) -> list[bool]:
+    """Per example of ``grad`` (B, ...): all zero or not finite (AutoAttack's check_zero_gradients, plus NaN/inf)."""
+    flat = grad.detach().flatten(1)
+    return ((flat.abs().sum(1) == 0) | ~torch.isfinite(flat).all(1)).tolist()
+
+
+@contextlib.contextmanager
+def model_randomness(seeds: Sequence[int], device: torch.device) -> Iterator[None]:
+    """Fork torch's global generator for a block and seed it from the batch's example seeds (a random model's
+    own draws are then reproducible for this batch, and the caller's global state is untouched)."""
+    from robustmm.seeding import derived_seed
+
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(derived_seed(0, "model-randomness", *seeds))
+        yield
 
 
 def _labels(view: ClassifierView, clean: torch.Tensor, targets: torch.Tensor, targeted: bool, target: str,
@@ -102,52 +165,72 @@ def _labels(view: ClassifierView, clean: torch.Tensor, targets: torch.Tensor, ta
 
 
 class PixelAttack(Attack):
-    """Shared ``run`` of the pixel attacks; subclasses implement ``perturb`` and ``queries``."""
+    """Shared ``run`` of the pixel attacks; subclasses implement ``perturb``."""
 
     modality = "image"
     needs_labels = True  # False for attacks that never look at labels (noise)
 
-    def perturb(self, view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Adversarial pixels (B, 3, H, W) in [0, 1], fp32, from clean pixels, labels (B,) and one seed per
-        example (every random draw for example b comes from ``seeds[b]`` alone)."""
+    def perturb(self, view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor | None,
+                batch: AttackBatch) -> Perturbation:
+        """The adversarial pixels (fp32, [0, 1]) with per-example queries and details, from the view of ``batch``'s
+        texts, its clean pixels (B, 3, H, W) on the model's device and labels (B,). Every random draw for
+        example b comes from ``self.example_seeds(batch)[b]`` alone."""
         raise NotImplementedError
 
-    def queries(self) -> int:
-        """Forward+backward passes per example."""
-        raise NotImplementedError
+    def check_model(self, model) -> None:
+        """Refuse, with one sentence, a model this attack cannot run on (nothing by default)."""
+
+    def moves_towards_target(self) -> bool:
+        """Whether the labels are target answers (``targeted`` with ``target``) rather than the gold answers."""
+        return bool(getattr(self.config, "targeted", False))
 
     def run(self, model, batch: AttackBatch) -> AttackResult:
         """Attack ``model`` on ``batch``: adversarial pixels (on the batch's device), clean texts, scores (B, C)."""
         check_batch(batch)
         if len(batch) == 0:
             return empty_result(model, batch)
+        self.check_model(model)
         config, device = self.config, model.device
         clean = batch.pixels.detach().to(device=device, dtype=torch.float32)
         b = clean.shape[0]
-        with attack_mode(model), Stopwatch(device) as clock:
+        seeds = self.example_seeds(batch)
+        chosen = [i for i, example in enumerate(batch.examples) if self.covers(batch.seed, example.id)]
+        adversarial = clean.clone()
+        queries, sources, forwards = [0] * b, ["none"] * b, 0
+        details: list[dict] = [{"outside_subset": True} for _ in range(b)]
+        with attack_mode(model), model_randomness(seeds, device), Stopwatch(device) as clock:
             view = ClassifierView(model, batch.texts)
-            if self.needs_labels:
-                labels, sources, forwards = _labels(view, clean, batch.targets, getattr(config, "targeted", False),
-                                                    getattr(config, "target", ""), model.candidates)
-            else:
-                labels, sources, forwards = None, ["none"] * b, 0
-            adversarial = self.perturb(view, clean, labels, self.example_seeds(batch)).detach().float()
+            if chosen:
+                everything = len(chosen) == b
+                part = view if everything else view.subset(chosen)
+                part_clean = clean if everything else clean[chosen]
+                if self.needs_labels:
+                    labels, part_sources, forwards = _labels(part, part_clean, batch.targets[chosen], self.moves_towards_target(),
+                                                             getattr(config, "target", ""), model.candidates)
+                else:
+                    labels, part_sources = None, ["none"] * len(chosen)
+                part_batch = batch if everything else AttackBatch([batch.examples[i] for i in chosen], batch.pixels[chosen],
+                                                                  [batch.texts[i] for i in chosen], batch.targets[chosen], batch.seed)
+                out = self.perturb(part, part_clean, labels, part_batch)
+                adversarial[chosen] = out.pixels.detach().float()
+                for j, i in enumerate(chosen):
+                    queries[i], details[i], sources[i] = out.queries[j], out.details[j], part_sources[j]
             with torch.no_grad():
                 scores = view(adversarial)
         linf, l2 = per_example_norms(adversarial - clean)
         info = [
-            {"linf": linf[i], "l2": l2[i], "queries": self.queries(), "forwards": forwards + 1,
-             "seconds": clock.seconds / max(b, 1), "label": sources[i]}
+            {"linf": linf[i], "l2": l2[i], "queries": queries[i], "forwards": forwards + 1,
+             "seconds": clock.seconds / max(b, 1), "label": sources[i], "details": details[i]}
             for i in range(b)
         ]
         return AttackResult(adversarial.to(batch.pixels.device), list(batch.texts), scores.detach(), info)
 
 
-def _torchattacks_run(attack, clean: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Call a configured torchattacks attack (targeted mode set quietly when asked)."""
-    if targeted:
-        attack.set_mode_targeted_by_label(quiet=True)
-    return attack(clean, labels)
+def check_norm_eps(name: str, norm: str, eps: float) -> None:
+    """Refuse an unknown norm, or an eps that is not a finite number >= 0 (at most 1 for L∞)."""
+    if norm not in ("linf", "l2"):
+        raise RobustMMError(f"{name} norm must be linf or l2, not {norm!r}.")
+    _check_common(name, eps, norm == "linf")
 
 
 def _check_common(name: str, eps: float, linf: bool, steps: int | None = None, alpha: float | None = None,
@@ -186,7 +269,9 @@ class FGSMConfig:
 class FGSM(PixelAttack):
     r"""FGSM in the paper 'Explaining and Harnessing Adversarial Examples' [https://arxiv.org/abs/1412.6572].
 
-    One signed-gradient step of size ``eps`` on the pixels (via ``torchattacks.FGSM``). No randomness.
+    One signed-gradient step of size ``eps`` on the pixels, clipped to [0, 1]: ``torchattacks.FGSM``'s
+    computation with the per-example cross-entropies summed (its mean scales every gradient by 1/B). No
+    randomness. Details: ``zero_grad``.
 
     Distance Measure : Linf
 
@@ -205,24 +290,26 @@ class FGSM(PixelAttack):
     """
 
     name = "fgsm"
+    white_box = True
     threat = "linf"
     Config = FGSMConfig
     paper = "https://arxiv.org/abs/1412.6572"
 
-    def perturb(self, view, clean, labels, seeds):
-        import torchattacks
-
-        return _torchattacks_run(torchattacks.FGSM(view, eps=self.config.eps), clean, labels, self.config.targeted)
-
-    def queries(self) -> int:
-        return 1
+    def perturb(self, view, clean, labels, batch):
+        sign = -1.0 if self.config.targeted else 1.0
+        x = clean.clone().requires_grad_(True)
+        grad, _, _ = eot_gradient(view, x, lambda logits: sign * nn.functional.cross_entropy(logits, labels, reduction="none"))
+        adversarial = torch.clamp(clean + self.config.eps * grad.sign(), 0, 1).detach()
+        return Perturbation(adversarial, [1] * len(batch), [{"zero_grad": z} for z in zero_gradients(grad)])
 
 
 @dataclass(frozen=True)
 class PGDConfig:
     """eps: budget on the [0, 1] scale; steps; alpha: step size (default 2.5 * eps / steps);
     random_start: start uniformly inside the ball (drawn per example from the run seed, the attack
-    key and the example id); targeted/target: see the module docstring."""
+    key and the example id); targeted/target: see the module docstring; eot: gradients averaged per
+    step over the model's own randomness (expectation over transformation); subset: attack only a
+    seeded fraction of the examples (:func:`robustmm.seeding.in_subset`)."""
 
     eps: float = field(default=8 / 255, metadata=PIXEL_SCALE)
     steps: int = 10
@@ -230,11 +317,16 @@ class PGDConfig:
     random_start: bool = True
     targeted: bool = field(default=False, metadata=IF_SET)
     target: str = "least-likely"
+    eot: int = field(default=1, metadata=IF_SET)
+    subset: float = field(default=1.0, metadata=IF_SET)
     attack_name: ClassVar[str] = "pgd-linf"
     linf: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_common(self.attack_name, self.eps, self.linf, self.steps, self.alpha, self.targeted, self.target)
+        if self.eot < 1:
+            raise RobustMMError(f"{self.attack_name} eot must be at least 1, not {self.eot}.")
+        check_finite(self.subset, f"{self.attack_name} subset (a fraction of the examples)", 0.0, 1.0, low_open=True)
         if self.alpha is None:
             object.__setattr__(self, "alpha", 2.5 * self.eps / self.steps)
 
@@ -242,7 +334,8 @@ class PGDConfig:
 
 
 def pgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int], *, eps: float, alpha: float,
-        steps: int, random_start: bool, linf: bool = True, targeted: bool = False) -> torch.Tensor:
+        steps: int, random_start: bool, linf: bool = True, targeted: bool = False,
+        eot: int = 1) -> tuple[torch.Tensor, list[bool]]:
     """PGD exactly as ``torchattacks.PGD`` (L∞) / ``torchattacks.PGDL2`` (L2) 3.5.1 compute it, with two changes
     that make every example's result independent of the batch it is in:
 
@@ -253,7 +346,9 @@ def pgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: 
       so the iterates are the same).
 
     clean (B, 3, H, W) in [0, 1], labels (B,) -> adversarial pixels (B, 3, H, W) in [0, 1] within ``eps``
-    of ``clean`` (L∞ or L2 over each whole image). ``targeted``: descend the loss of ``labels`` instead.
+    of ``clean`` (L∞ or L2 over each whole image), and per example whether the first gradient (at the start)
+    was zero or not finite. ``targeted``: descend the loss of ``labels`` instead. ``eot``: each step's
+    gradient is the mean over that many passes (``torchattacks.EOTPGD`` sums them: the same sign).
     """
     from robustmm.seeding import per_example_normal, per_example_uniform
 
@@ -271,10 +366,13 @@ def pgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: 
             delta = delta * radius.view(b, 1, 1, 1) / norms * eps
             adversarial = torch.clamp(adversarial + delta, 0, 1).detach()
     sign = -1.0 if targeted else 1.0
-    for _ in range(steps):
+    zero_grad: list[bool] = []
+    for step in range(steps):
         adversarial.requires_grad_(True)
-        loss = sign * nn.functional.cross_entropy(view(adversarial), labels, reduction="sum")
-        grad = torch.autograd.grad(loss, adversarial)[0]
+        grad, _, _ = eot_gradient(view, adversarial,
+                                  lambda logits: sign * nn.functional.cross_entropy(logits, labels, reduction="none"), eot)
+        if step == 0:
+            zero_grad = zero_gradients(grad)
         if linf:
             adversarial = adversarial.detach() + alpha * grad.sign()
             delta = torch.clamp(adversarial - clean, -eps, eps)
@@ -285,7 +383,7 @@ def pgd(view: ClassifierView, clean: torch.Tensor, labels: torch.Tensor, seeds: 
             factor = torch.min(eps / delta.view(b, -1).norm(p=2, dim=1), torch.ones(b, device=clean.device))
             delta = delta * factor.view(b, 1, 1, 1)
         adversarial = torch.clamp(clean + delta, 0, 1).detach()
-    return adversarial
+    return adversarial, zero_grad
 
 
 def _tail_generator(seed: int) -> torch.Generator:
@@ -312,6 +410,10 @@ class PGDLinf(PixelAttack):
         alpha (float): step size. (Default: 2.5 * eps / steps, i.e. 2/255 for the defaults)
         random_start (bool): start from a uniform point in the ball. (Default: True)
         targeted (bool), target (str): see FGSM.
+        eot (int): gradients averaged per step over the model's randomness. (Default: 1)
+        subset (float): attack only this seeded fraction of the examples. (Default: 1)
+
+    Details (``info[i]["details"]``): ``zero_grad`` (the gradient at the start was zero or not finite).
 
     Shape:
         - batch.pixels: :math:`(B, 3, H, W)` in [0, 1]; batch.targets: :math:`(B)` candidate indices or -100.
@@ -323,17 +425,16 @@ class PGDLinf(PixelAttack):
     """
 
     name = "pgd-linf"
+    white_box = True
     threat = "linf"
     Config = PGDConfig
     paper = "https://arxiv.org/abs/1706.06083"
 
-    def perturb(self, view, clean, labels, seeds):
+    def perturb(self, view, clean, labels, batch):
         c = self.config
-        return pgd(view, clean, labels, seeds, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=c.random_start,
-                   linf=c.linf, targeted=c.targeted)
-
-    def queries(self) -> int:
-        return self.config.steps
+        adversarial, zero_grad = pgd(view, clean, labels, self.example_seeds(batch), eps=c.eps, alpha=c.alpha, steps=c.steps,
+                                     random_start=c.random_start, linf=c.linf, targeted=c.targeted, eot=c.eot)
+        return Perturbation(adversarial, [c.steps * c.eot] * len(batch), [{"zero_grad": z} for z in zero_grad])
 
 
 @dataclass(frozen=True)
@@ -364,6 +465,10 @@ class PGDL2(PGDLinf):
         alpha (float): step size. (Default: 2.5 * eps / steps)
         random_start (bool): start from a random point in the ball. (Default: True)
         targeted (bool), target (str): see FGSM.
+        eot (int): gradients averaged per step over the model's randomness. (Default: 1)
+        subset (float): attack only this seeded fraction of the examples. (Default: 1)
+
+    Details: as pgd-linf.
 
     Shape:
         - batch.pixels: :math:`(B, 3, H, W)` in [0, 1]; batch.targets: :math:`(B)` candidate indices or -100.
@@ -417,14 +522,12 @@ class UniformNoise(PixelAttack):
     paper = "https://arxiv.org/abs/2003.01690"
     needs_labels = False
 
-    def perturb(self, view, clean, labels, seeds):
+    def perturb(self, view, clean, labels, batch):
         from robustmm.seeding import per_example_uniform
 
-        noise = per_example_uniform(seeds, tuple(clean.shape[1:]), clean.device)
-        return (clean + (2 * noise - 1) * self.config.eps).clamp(0.0, 1.0)
-
-    def queries(self) -> int:
-        return 0
+        noise = per_example_uniform(self.example_seeds(batch), tuple(clean.shape[1:]), clean.device)
+        return Perturbation((clean + (2 * noise - 1) * self.config.eps).clamp(0.0, 1.0), [0] * len(batch),
+                            [{} for _ in range(len(batch))])
 
 
 @dataclass(frozen=True)
@@ -460,8 +563,5 @@ class BlankImage(PixelAttack):
     Config = BlankConfig
     needs_labels = False
 
-    def perturb(self, view, clean, labels, seeds):
-        return torch.full_like(clean, self.config.gray)
-
-    def queries(self) -> int:
-        return 0
+    def perturb(self, view, clean, labels, batch):
+        return Perturbation(torch.full_like(clean, self.config.gray), [0] * len(batch), [{} for _ in range(len(batch))])
