@@ -244,11 +244,11 @@ def test_square_equals_torchattacks_for_one_example_given_its_draws(default_pair
     search, so with the same draws both must agree exactly."""
     import torchattacks
 
-    pair, batch = default_pairs["ve"]
+    pair, batch = default_pairs["vqa"]
     model = pair.prompt_tuned
     outcomes = []
     with attack_mode(model):
-        for i in range(3, 6):
+        for i in (5, 6, 7):  # the seeded sample's example 7 is broken by 150 queries (a failed search returns clean pixels)
             view = ClassifierView(model, batch.texts[i:i + 1])
             pixels, labels = batch.pixels[i:i + 1], batch.targets[i:i + 1]
             theirs = torchattacks.Square(view, norm="Linf" if norm == "linf" else "L2", eps=eps, n_queries=150, seed=7)(pixels, labels)

@@ -208,7 +208,7 @@ def test_the_runner_passes_gold_targets_and_the_run_seed(default_vqa_pair, monke
 def _attack_args(tiny_pair_dir, out, name):
     return ["attack", "--prompt-tuned", str(tiny_pair_dir / "easy-vqa" / "prompt"), "--finetuned",
             str(tiny_pair_dir / "easy-vqa" / "finetune"), "--dataset", "easy-vqa", "--limit", "24", "--batch-size", "3",
-            "--attack", "fgsm:eps=4/255", "--attack", "pgd-linf:eps=4/255,steps=3", "--device", "cpu",
+            "--attack", "fgsm:eps=4/255", "--attack", "pgd-linf:eps=4/255,steps=3", "--device", "cpu", "--no-transfer",
             "--out", str(out), "--name", name]
 
 
@@ -299,7 +299,7 @@ def test_missing_pair_files_empty_dataset_and_unwritable_output(tiny_pair_dir, t
     moved = tmp_path / "moved" / "prompt"
     shutil.copytree(tiny_pair_dir / "easy-vqa" / "prompt", moved)
     args = ("attack", "--prompt-tuned", str(moved), "--finetuned", str(tiny_pair_dir / "easy-vqa" / "finetune"),
-            "--dataset", "easy-vqa", "--attack", "fgsm", "--limit", "2", "--out", str(tmp_path / "runs"), "--name", "moved")
+            "--dataset", "easy-vqa", "--attack", "fgsm", "--limit", "2", "--no-transfer", "--out", str(tmp_path / "runs"), "--name", "moved")
     lost = _cli(*args)
     assert lost.returncode == 2 and "robustmm attack --base" in lost.stderr and "Traceback" not in lost.stderr
     found = _cli(*args, "--base", str(tiny_pair_dir / "base"))
