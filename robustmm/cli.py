@@ -46,10 +46,10 @@ class _RichProgress:
     until it stops, so one line is printed as each member x attack finishes instead.
     """
 
-    def __init__(self, dataset, pair, attacks, total: int) -> None:
+    def __init__(self, dataset, pair, attacks, totals: dict[str, int]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.total = total
+        self.totals = dict(totals)  # examples each attack setting runs on (fewer for a seeded subset)
         self.live = console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=console, transient=False)
@@ -57,7 +57,7 @@ class _RichProgress:
         for member in pair.members():
             for attack in attacks:
                 self.tasks[(member, attack.key())] = self.progress.add_task(
-                    escape(f"{dataset.name} · {member:8s} · {attack.key()[:60]}"), total=self.total)
+                    escape(f"{dataset.name} · {member:8s} · {attack.key()[:60]}"), total=self.totals[attack.key()])
         self.printed: set[int] = set()
         self.since = time.perf_counter()
         if self.live:
@@ -71,15 +71,15 @@ class _RichProgress:
         state = self.progress.tasks[task]
         if not self.live and state.finished and task not in self.printed:
             self.printed.add(task)
-            console.print(f"{state.description}: {int(state.completed)}/{self.total} examples, "
+            console.print(f"{state.description}: {int(state.completed)}/{int(state.total)} examples, "
                           f"{time.perf_counter() - self.since:.1f} s", highlight=False, soft_wrap=True)
             self.since = time.perf_counter()
 
-    def grow(self, total: int) -> None:
-        """The sample grew (``--until-decided``): every bar now counts to ``total``."""
-        self.total = total
-        for task in self.tasks.values():
-            self.progress.update(task, total=total)
+    def grow(self, totals: dict[str, int]) -> None:
+        """The sample grew (``--until-decided``): each bar now counts to its attack's new total."""
+        self.totals = dict(totals)
+        for (_, key), task in self.tasks.items():
+            self.progress.update(task, total=totals[key])
         self.printed.clear()
 
     def close(self) -> None:
@@ -110,7 +110,7 @@ def attack_command(
     base: Optional[Path] = typer.Option(None, "--base", help="Base folder of a --prompt-tuned checkpoint that was moved away from it."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="Dataset name or folder (repeatable). Default: easy-vqa and easy-ve."),
     split: str = typer.Option("test", help="Dataset split."),
-    limit: int = typer.Option(500, help="Examples per dataset (a seeded sample; with --until-decided, the round size)."),
+    limit: int = typer.Option(450, help="Examples per dataset (a seeded sample; with --until-decided, the round size)."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack name or spec, e.g. 'pgd-linf:eps=8/255,steps=20' (repeatable)."),
     preset: Optional[List[str]] = typer.Option(None, "--preset", "-p", help="Preset name in attacks/ or a TOML file (repeatable). Default: attacks/default.toml."),
     eps: Optional[List[str]] = typer.Option(None, "--eps", help="L∞ budgets of the L∞ pixel attacks on the [0,1] scale, e.g. '1/255,2/255,8/255'."),

@@ -120,6 +120,12 @@ class Comparison:
         return abs(self.clean_difference) > (high - low)
 
     @property
+    def on_subset(self) -> bool:
+        """An attack run on a seeded fraction of the examples (``subset=``): there to check attack strength, too few
+        examples to decide; kept out of the verdict and Holm-adjusted in a family of its own."""
+        return "subset=" in self.attack_key
+
+    @property
     def sort_key(self) -> tuple:
         """Report order: task, dataset, attack, ε (none first), configuration."""
         return (self.task, self.dataset, self.attack, self.eps if self.eps is not None else -1.0, self.attack_key)
@@ -235,11 +241,12 @@ def compare_groups(groups_a: Sequence[Sequence[Sequence[AttackRecord]]], groups_
 
 
 def adjust_holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    """Holm-adjust the p-values within each (task, dataset) family and recompute the MDD at that family's
-    first Holm step (alpha / family size); returns the comparisons sorted by :attr:`Comparison.sort_key`."""
-    families: dict[tuple[str, str], list[Comparison]] = defaultdict(list)
+    """Holm-adjust the p-values within each (task, dataset) family (settings on seeded subsets form a family of their
+    own) and recompute the MDD at that family's first Holm step (alpha / family size); returns the comparisons
+    sorted by :attr:`Comparison.sort_key`."""
+    families: dict[tuple[str, str, bool], list[Comparison]] = defaultdict(list)
     for c in comparisons:
-        families[(c.task, c.dataset)].append(c)
+        families[(c.task, c.dataset, c.on_subset)].append(c)
     out = []
     for family in families.values():
         m = len(family)

@@ -194,9 +194,9 @@ class RankProgress:
         write_atomic(self.path, json.dumps({**previous, **self.counts}))
         self.written = time.monotonic()
 
-    def grow(self, total: int) -> None:
+    def grow(self, totals: dict[str, int]) -> None:
         if self.inner is not None and hasattr(self.inner, "grow"):
-            self.inner.grow(total)
+            self.inner.grow(totals)
 
     def close(self) -> None:
         self.flush()

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATASETS = ("easy-vqa", "easy-ve")
 DEFAULT_PRESET = "default"
-DEFAULT_LIMIT = 500
+DEFAULT_LIMIT = 450
 MAX_SEED = 2**63 - 1
 
 
@@ -251,7 +251,8 @@ def run_experiment(spec: RunSpec, out: str | Path, name: str | None = None, comm
                    progress_factory: Callable | None = None, fresh: bool = False) -> tuple[Path | None, object]:
     """Run (or resume) ``spec`` in ``out/name``; returns (report path, Summary).
 
-    ``progress_factory(dataset, pair, attacks, total)`` makes the runner's progress callback per dataset;
+    ``progress_factory(dataset, pair, attacks, totals)`` makes the runner's progress callback per dataset
+    (``totals``: {attack key: examples it runs on});
     ``fresh`` refuses a folder that already holds records instead of resuming it. Under ``torchrun`` every
     rank calls this; rank 0 returns the report and the Summary, the other ranks (None, None)
     (:mod:`robustmm.distributed`).
@@ -389,7 +390,11 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
 
             protected = protected_words(pool)  # from the whole split: no record depends on which examples were sampled
             protected_sets[pool.name] = {"size": len(protected), "words": sorted(protected)}
-        display = progress_factory(pool, pair, attacks, first) if progress_factory and main else None
+        def totals(n: int) -> dict[str, int]:
+            examples = pool.subset(n, spec.seed).examples
+            return {a.key(): sum(a.covers(spec.seed, e.id) for e in examples) for a in attacks}
+
+        display = progress_factory(pool, pair, attacks, totals(first)) if progress_factory and main else None
         progress, others = display, None
         if ranks is not None:
             progress = distributed.RankProgress(run_dir, ranks.rank, pool.name, inner=display) if not main else display
@@ -424,7 +429,7 @@ def _run_in(spec: RunSpec, run_dir: Path, run_name: str, identity: dict, attacks
                     break
                 n = min(len(pool), n + spec.limit)
                 if progress is not None and hasattr(progress, "grow"):
-                    progress.grow(n)
+                    progress.grow(totals(n))
         finally:
             for item in (others, progress):
                 if item is not None and hasattr(item, "close"):

@@ -189,6 +189,7 @@ def dataset_verdict(rows: Sequence[Comparison], names: tuple[str, str]) -> str:
     """One sentence per dataset: wins, losses and ties after Holm, the detectable differences, and cautions."""
     if not rows:
         return "No attack setting was compared."
+    rows = [c for c in rows if not c.on_subset] or list(rows)  # seeded-subset settings check strength, not decide
     dataset = rows[0].dataset
     wins = {k: [c for c in rows if c.outcome == k] for k in ("a", "b", "tie")}
     test = "a two-level bootstrap over members and examples" if rows[0].test == BOOTSTRAP else \
@@ -218,7 +219,7 @@ def checked_verdict(summary, task: str, dataset: str, checks) -> str:
     from robustmm.checks import qualify_verdict, verdict_warnings
     from robustmm.summary import MEMBERS
 
-    rows = summary.for_dataset(task, dataset)
+    rows = [c for c in summary.for_dataset(task, dataset) if not c.on_subset]
     sentence = summary.task_verdict(task, dataset)
     head = [c for c in rows if c.attack == "worst-case"] or rows
     wins = {side: sum(c.outcome == side for c in head) for side in ("a", "b")}
@@ -308,11 +309,17 @@ def render(summary, run_dir: str | Path, meta: dict, extra_sections: dict[tuple[
         first = rows[0]
         lines += [f"## {md_escape(dataset)} ({task})", "",
                   f"Models: prompt-tuned `{md_escape(first.a.model)}`, finetuned `{md_escape(first.b.model)}`; "
-                  f"{first.n} examples per attack setting.", ""]
+                  f"{max(c.n for c in rows)} examples per attack setting (fewer for those on seeded subsets).", ""]
         lines += [*(meta.get("members") or {}).get(dataset, []), ""] if (meta.get("members") or {}).get(dataset) else []
+        deciding = [c for c in rows if not c.on_subset]
         lines += ["### Attack success on the examples both members answered correctly", ""]
-        lines += headline_table(rows, LABELS) + [""]
-        lines += [f"- {md_escape(setting_verdict(c, NAMES))}" for c in rows] + [""]
+        lines += headline_table(deciding, LABELS) + [""]
+        lines += [f"- {md_escape(setting_verdict(c, NAMES))}" for c in deciding] + [""]
+        checking = [c for c in rows if c.on_subset]
+        if checking:
+            lines += ["Settings run on seeded subsets of the examples to check attack strength (the same examples for "
+                      "both members; too few to decide anything, so not part of the verdict; Holm-adjusted among "
+                      "themselves):", ""] + headline_table(checking, LABELS) + [""]
         lines += ["### Accuracy under attack (all examples)", ""]
         lines += accuracy_table(rows, LABELS, scores=task == "vqa") + [""]
         figure = figures / f"eps-curve-{re.sub(r'[^A-Za-z0-9_-]+', '_', dataset)}.png"

@@ -21,6 +21,7 @@ from typing import ClassVar
 import torch
 
 from robustmm.attacks.base import (
+    IF_SET,
     PIXEL_SCALE,
     Attack,
     AttackBatch,
@@ -43,7 +44,8 @@ TEXT_ATTACKS = ("word-sub", "char-swap")
 class JointConfig:
     """eps / steps / alpha: the PGD-L∞ image step ([0, 1] scale; alpha default 2.5 eps / steps); text: the text
     attack (word-sub or char-swap, with its default constraints); max_words_fraction: its word budget;
-    rounds: text-then-image rounds (1 = text once, then image once)."""
+    rounds: text-then-image rounds (1 = text once, then image once); subset: attack only a seeded fraction
+    of the examples (:func:`robustmm.seeding.in_subset`)."""
 
     eps: float = field(default=8 / 255, metadata=PIXEL_SCALE)
     steps: int = 10
@@ -51,8 +53,10 @@ class JointConfig:
     text: str = "word-sub"
     max_words_fraction: float = 0.2
     rounds: int = 1
+    subset: float = field(default=1.0, metadata=IF_SET)
 
     def __post_init__(self) -> None:
+        check_finite(self.subset, "joint subset (a fraction of the examples)", 0.0, 1.0, low_open=True)
         check_finite(self.eps, "joint eps", 0.0, 1.0)
         if self.steps < 1 or self.rounds < 1:
             raise RobustMMError(f"joint steps and rounds must be at least 1, not {self.steps} and {self.rounds}.")
