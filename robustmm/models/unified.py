@@ -293,6 +293,11 @@ class CandidateTrie:
         return CandidateTrie(*(t.to(device) for t in (self.vocab, self.inputs, self.targets, self.allowed, self.valid)))
 
 
+# Text widths a row is padded to in batch-invariant scoring: the smallest that holds its tokens (else the encoded
+# width, max_text_len). A row's width depends on its own length only, and rows of one width are scored together.
+TEXT_BUCKETS = (16, 32)
+
+
 def _even_rows(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` (B, ...) with its last row repeated once when B is odd (B + 1 rows), else unchanged.
 
@@ -308,9 +313,10 @@ class UnifiedVLM(VLModel):
     ``batch_invariant`` (set by :func:`robustmm.models.checkpoint.load_model`, i.e. for every loaded
     pair member; off while training) makes every example's scores and input gradients bit-identical
     whatever other examples share its batch, so attack records do not depend on ``--batch-size``,
-    order or shard: texts are padded to the fixed ``max_text_len`` (not the batch's longest), attention
-    runs the plain softmax(QK^T/sqrt(d))V kernel (PyTorch's fused CPU kernel splits its reductions by
-    batch shape), and an odd batch is computed with its last row repeated (see :func:`_even_rows`).
+    order or shard: each text is padded to a width fixed by its own length (16, 32 or ``max_text_len``
+    tokens, :data:`TEXT_BUCKETS`; rows of one width are scored together), never to the batch's longest,
+    attention runs the plain softmax(QK^T/sqrt(d))V kernel (PyTorch's fused CPU kernel splits its
+    reductions by batch shape), and an odd batch is computed with its last row repeated (see :func:`_even_rows`).
     Measured on this project's CPU at 1 and 2 threads: identical scores and input gradients for
     blocks of 1 to 64 rows in any order (tests/test_evaluate.py checks whole records). On a GPU,
     kernels may still round differently by batch shape.
@@ -380,11 +386,21 @@ class UnifiedVLM(VLModel):
             return self._all_candidates(embeddings)
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        b = embeddings.image.shape[0]
-        even = Embeddings(_even_rows(embeddings.image), _even_rows(embeddings.text),
-                          {k: _even_rows(v) for k, v in embeddings.context.items()})
+        mask = embeddings.context["attention_mask"]
+        lengths = mask.sum(dim=1).tolist()
+        width = mask.shape[1]
+        buckets = [next((w for w in TEXT_BUCKETS if w >= n), width) for n in lengths]  # per row: its own length only
+        scores = None
         with sdpa_kernel(SDPBackend.MATH):
-            return self._all_candidates(even)[:b]
+            for bucket in sorted(set(buckets)):
+                rows = [i for i, w in enumerate(buckets) if w == bucket]
+                index = torch.tensor(rows, device=mask.device)
+                part = Embeddings(_even_rows(embeddings.image[index]), _even_rows(embeddings.text[index, :bucket]),
+                                  {k: _even_rows(v[index, :bucket]) for k, v in embeddings.context.items()})
+                out = self._all_candidates(part)[:len(rows)]
+                scores = out.new_zeros(len(lengths), out.shape[1]) if scores is None else scores
+                scores = scores.index_copy(0, index, out)
+        return scores
 
     def _all_candidates(self, embeddings: Embeddings) -> torch.Tensor:
         memory, keys, prompts = self._encode(embeddings)

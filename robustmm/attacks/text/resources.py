@@ -181,9 +181,8 @@ class MiniLMEncoder:
     ``encode(texts)`` -> (N, 384) float32 unit vectors (mean pooling over tokens, then L2
     normalisation, as sentence-transformers does for this model), so the cosine similarity
     of two texts is their dot product. CPU by default; no cache (callers cache). Texts are
-    sorted by token count before batching, so a batch holds texts of (nearly) one length
-    and pads little; results come back in input order. Cosines agree with
-    sentence-transformers' ``encode`` of the same model within 5e-7.
+    batched by token count, so no batch is padded; results come back in input order. Cosines
+    agree with sentence-transformers' ``encode`` of the same model within 5e-7.
     """
 
     def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
@@ -198,24 +197,21 @@ class MiniLMEncoder:
         self.device, self.batch_size, self._torch = device, batch_size, torch
 
     def encode(self, texts):
-        """(N, 384) unit embeddings of N texts: one tokenizer call, then batches of texts
-        sorted by token count (padded to the batch's longest; on a long list nearly all
-        batches hold one length), mean pooling over the real tokens."""
+        """(N, 384) unit embeddings of N texts: one tokenizer call, then batches of texts of one token count
+        (no padding at all, so a text's embedding never depends on the other texts encoded with it), mean
+        pooling over the tokens."""
         torch = self._torch
         texts = list(texts)
         out = torch.zeros(len(texts), 384)
         ids = self.tokenizer(texts, truncation=True, max_length=256)["input_ids"] if texts else []
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        by_length: dict[int, list[int]] = {}
+        for i in sorted(range(len(texts)), key=lambda i: len(ids[i])):
+            by_length.setdefault(len(ids[i]), []).append(i)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(ids[i]) for i in rows], batch_first=True,
-                                                         padding_value=self.tokenizer.pad_token_id)  # (b, T)
-                lengths = torch.tensor([len(ids[i]) for i in rows])
-                mask = (torch.arange(tokens.shape[1]) < lengths[:, None]).long()  # (b, T): 1 = real token
-                tokens, mask = tokens.to(self.device), mask.to(self.device)
-                hidden = self.model(input_ids=tokens, attention_mask=mask).last_hidden_state  # (b, T, 384)
-                weights = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                out[rows] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
+            for group in by_length.values():
+                for start in range(0, len(group), self.batch_size):
+                    rows = group[start:start + self.batch_size]
+                    tokens = torch.tensor([ids[i] for i in rows], device=self.device)  # (b, T), all real tokens
+                    hidden = self.model(input_ids=tokens, attention_mask=torch.ones_like(tokens)).last_hidden_state
+                    out[rows] = torch.nn.functional.normalize(hidden.mean(1), dim=-1).float().cpu()
         return out
