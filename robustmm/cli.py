@@ -110,7 +110,7 @@ def attack_command(
     base: Optional[Path] = typer.Option(None, "--base", help="Base folder of a --prompt-tuned checkpoint that was moved away from it."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="Dataset name or folder (repeatable). Default: easy-vqa and easy-ve."),
     split: str = typer.Option("test", help="Dataset split."),
-    limit: int = typer.Option(450, help="Examples per dataset (a seeded sample; with --until-decided, the round size)."),
+    limit: int = typer.Option(400, help="Examples per dataset (a seeded sample; with --until-decided, the round size)."),
     attack: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Attack name or spec, e.g. 'pgd-linf:eps=8/255,steps=20' (repeatable)."),
     preset: Optional[List[str]] = typer.Option(None, "--preset", "-p", help="Preset name in attacks/ or a TOML file (repeatable). Default: attacks/default.toml."),
     eps: Optional[List[str]] = typer.Option(None, "--eps", help="L∞ budgets of the L∞ pixel attacks on the [0,1] scale, e.g. '1/255,2/255,8/255'."),

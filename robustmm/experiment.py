@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATASETS = ("easy-vqa", "easy-ve")
 DEFAULT_PRESET = "default"
-DEFAULT_LIMIT = 450
+DEFAULT_LIMIT = 400
 MAX_SEED = 2**63 - 1
 
 

@@ -1,6 +1,6 @@
 """How much of the easy-VE members' errors and word substitutions are about colour words.
 
-    python scripts/colour_errors.py [PAIR_DIR=robustmm/checkpoints/default] [RUN_DIR=reports/default]
+    python scripts/colour_errors.py [PAIR_DIR=robustmm/checkpoints/default] [RUN_DIR=reports/example]
 
 Prints, per easy-VE member of PAIR_DIR, how many of the *test* contradictions whose only wrong word is
 a colour (the shape word, if any, is right) it rejects, and its test errors in all; then, from the
@@ -62,4 +62,4 @@ def main(pair: Path, run: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "robustmm/checkpoints/default"),
-         Path(sys.argv[2] if len(sys.argv) > 2 else "reports/default"))
+         Path(sys.argv[2] if len(sys.argv) > 2 else "reports/example"))
