@@ -263,6 +263,8 @@ def list_command() -> None:
     for attack_name in list_attacks():
         cls = attack_class(attack_name)
         table.add_row(attack_name, cls.modality, (cls.__doc__ or "").strip().splitlines()[0])
+    table.add_row("transfer", "image", "Each white-box pixel attack's images, crafted on one member, shown to the other "
+                  "(and to a --transfer-to checkpoint): on by default, no extra attack to list; --no-transfer turns it off.")
     console.print(table)
     table = Table(title="presets (attacks/)")
     table.add_column("name")

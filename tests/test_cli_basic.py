@@ -29,6 +29,12 @@ def test_list_shows_the_datasets():
     assert "Traceback" not in result.stderr
 
 
+def test_list_shows_the_reliable_evaluation_attacks():
+    result = run_cli("list")
+    names = {line.split("│")[1].strip() for line in result.stdout.splitlines() if line.count("│") >= 3}
+    assert {"apgd-ce", "apgd-dlr", "square", "worst-case", "transfer", "joint"} <= names
+
+
 @pytest.mark.parametrize("args", [("bogus",), ("list", "--no-such-option")])
 def test_unknown_command_or_option_exits_2_without_traceback(args):
     result = run_cli(*args)
