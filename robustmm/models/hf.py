@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustmm.errors import RobustMMError
+from robustmm.files import read_json
 from robustmm.models.base import Embeddings, ModelInfo, VLModel, kept_characters
 from robustmm.models.unified import VE_TEMPLATE, VE_VERBALISER
 from robustmm.types import VE_LABELS, Task
@@ -388,18 +389,8 @@ class BlipQA(HFQAModel):
 _CLASSES = {"vilt": ("ViltForQuestionAnswering", ViltQA), "blip": ("BlipForQuestionAnswering", BlipQA)}
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise RobustMMError(f"{path} is not a readable JSON file ({err}).") from err
-    if not isinstance(data, dict):
-        raise RobustMMError(f"{path} does not hold a JSON object.")
-    return data
-
-
 def _family(folder: Path) -> str:
-    model_type = _read_json(folder / "config.json").get("model_type")
+    model_type = read_json(folder / "config.json", "Checkpoint file").get("model_type")
     if model_type not in FAMILIES:
         from robustmm.models.vlm.members import supported_families
 
@@ -442,14 +433,11 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for n, p in module.named_parameters() if ".original_module." not in n)
 
 
-def load_hf_member(path: str | Path, device: torch.device, *, dtype: str | torch.dtype | None = "float32",
-                   task: str | Task | None = None, candidates: Sequence[str] | None = None,
-                   name: str | None = None) -> HFQAModel:
-    """A HF ViLT/BLIP folder or PEFT prompt-adapter folder as a ready ``VLModel`` (eval, frozen) on ``device``.
-
-    ``task`` vqa (default) or ve; ``candidates``: the closed answer set (default: VE labels for VE,
-    ViLT's ``id2label`` for VQA; required for BLIP VQA); ``dtype`` float32 or bfloat16 (CUDA).
-    """
+def member_basics(path: str | Path, device: torch.device | str, dtype: str | torch.dtype | None,
+                  task: str | Task | None, name: str | None) -> tuple[Path, torch.device, torch.dtype, Task, str, dict]:
+    """What every Hugging Face member loader starts from: the checkpoint folder (local or cached, never downloaded),
+    the device, the torch dtype, the task (vqa by default), the member's name (default: the folder's name) and the
+    ``ModelInfo.extra`` entries every such member records (path, source, dtype)."""
     folder = resolve_folder(path)
     device = torch.device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -458,10 +446,23 @@ def load_hf_member(path: str | Path, device: torch.device, *, dtype: str | torch
     except ValueError as err:
         raise RobustMMError(f"Unknown task {task!r}: use vqa or ve.") from err
     name = name or (Path(path).name if Path(path).exists() else str(path))
-    prompt, extra = None, {"path": str(folder), "source": str(path), "dtype": str(torch_dtype).replace("torch.", "")}
+    extra = {"path": str(folder), "source": str(path), "dtype": str(torch_dtype).replace("torch.", "")}
+    return folder, device, torch_dtype, task, name, extra
+
+
+def load_hf_member(path: str | Path, device: torch.device, *, dtype: str | torch.dtype | None = "float32",
+                   task: str | Task | None = None, candidates: Sequence[str] | None = None,
+                   name: str | None = None) -> HFQAModel:
+    """A HF ViLT/BLIP folder or PEFT prompt-adapter folder as a ready ``VLModel`` (eval, frozen) on ``device``.
+
+    ``task`` vqa (default) or ve; ``candidates``: the closed answer set (default: VE labels for VE,
+    ViLT's ``id2label`` for VQA; required for BLIP VQA); ``dtype`` float32 or bfloat16 (CUDA).
+    """
+    folder, device, torch_dtype, task, name, extra = member_basics(path, device, dtype, task, name)
+    prompt = None
     adapter_file = folder / "adapter_config.json"
     if adapter_file.is_file():
-        adapter = _read_json(adapter_file)
+        adapter = read_json(adapter_file, "Checkpoint file")
         peft_type = str(adapter.get("peft_type", ""))
         if peft_type == "PREFIX_TUNING":
             raise RobustMMError(f"Adapter {folder} uses prefix tuning, which needs past_key_values that ViLT and BLIP do not take; use prompt tuning.")

@@ -46,19 +46,20 @@ def is_vlm_member(folder: Path) -> bool:
     """Whether ``folder`` is an M²PT folder, a checkpoint of a VLM family (or of a model type robustmm does not
     support: the VLM loader names the supported ones), or a PEFT adapter whose base is one of those."""
     from robustmm.models.hf import FAMILIES as HF_QA_FAMILIES
-    from robustmm.models.hf import _read_json, resolve_folder
+    from robustmm.files import read_json
+    from robustmm.models.hf import resolve_folder
     from robustmm.models.vlm.m2pt import CONFIG_FILE
 
     folder = Path(folder)
     if (folder / CONFIG_FILE).is_file():
         return True
     if (folder / "adapter_config.json").is_file():
-        base = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+        base = read_json(folder / "adapter_config.json", "Checkpoint file").get("base_model_name_or_path")
         if not base:
             return False  # the ViLT/BLIP loader says the base is missing
         folder = resolve_folder(base, "Base model", relative_to=folder)
     if (folder / "config.json").is_file():
-        return _read_json(folder / "config.json").get("model_type") not in HF_QA_FAMILIES
+        return read_json(folder / "config.json", "Checkpoint file").get("model_type") not in HF_QA_FAMILIES
     return False
 
 
@@ -76,22 +77,15 @@ def load_vlm_member(path: str | Path, device: torch.device, *, dtype: str | torc
     images attacks perturb (default: the processor's working size); ``memory_mb`` and
     ``gradient_checkpointing``: see :mod:`.model`.
     """
-    from robustmm.models.hf import _read_json, resolve_dtype, resolve_folder
+    from robustmm.files import read_json
+    from robustmm.models.hf import member_basics, resolve_folder
     from robustmm.models.vlm.m2pt import CONFIG_FILE
 
-    folder = resolve_folder(path)
-    device = torch.device(device)
-    torch_dtype = resolve_dtype(dtype, device)
-    try:
-        task = Task(task or "vqa")
-    except ValueError as err:
-        raise RobustMMError(f"Unknown task {task!r}: use vqa or ve.") from err
-    name = name or (Path(path).name if Path(path).exists() else str(path))
-    extra = {"path": str(folder), "source": str(path), "dtype": str(torch_dtype).replace("torch.", "")}
+    folder, device, torch_dtype, task, name, extra = member_basics(path, device, dtype, task, name)
     if (folder / CONFIG_FILE).is_file():
         kind, base_ref = "m2pt", _m2pt_base(folder)
     elif (folder / "adapter_config.json").is_file():
-        adapter = _read_json(folder / "adapter_config.json")
+        adapter = read_json(folder / "adapter_config.json", "Checkpoint file")
         kind, base_ref = "peft", adapter.get("base_model_name_or_path")
         if not base_ref:
             raise RobustMMError(f"Adapter {folder / 'adapter_config.json'} does not name its base model (base_model_name_or_path).")
@@ -147,9 +141,9 @@ def _load_base(folder: Path, torch_dtype: torch.dtype):
     """(model in eval mode, image processor, tokenizer, family class) of a local checkpoint folder."""
     import transformers
 
-    from robustmm.models.hf import _read_json
+    from robustmm.files import read_json
 
-    model_type = _read_json(folder / "config.json").get("model_type") if (folder / "config.json").is_file() else None
+    model_type = read_json(folder / "config.json", "Checkpoint file").get("model_type") if (folder / "config.json").is_file() else None
     family_cls = family_for(model_type)
     if family_cls is None:
         raise RobustMMError(f"Hugging Face model {folder} is a {model_type!r} model; robustmm supports {supported_families()}.")
