@@ -1,4 +1,5 @@
-"""Shared fixtures: a private ROBUSTMM_HOME, and tiny VQA v2 / SNLI-VE folders in the official formats.
+"""Shared fixtures: a private ROBUSTMM_HOME, tiny VQA v2 / SNLI-VE folders in the official formats, tiny random
+VLM checkpoints, and one torch thread for the modules that build HF models.
 
 Nothing here touches the network: the official-format folders are written from scratch
 into ``tmp_path`` (small JPEGs made with PIL).
@@ -216,3 +217,24 @@ def tiny_pair_dir(tmp_path_factory) -> Path:
     finetune(out / "base", "easy-vqa", out / "easy-vqa" / "finetune", TINY_STAGE)
     prompt_tune(out / "base", "easy-vqa", out / "easy-vqa" / "prompt", PromptConfig(length=4), replace(TINY_STAGE, lr=0.03))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (other jobs share this machine's two cores); the count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_vlm(tmp_path_factory, family: str, seed: int = 0) -> Path:
+    """The session's tiny random ``family`` folders (model/, prompt/, lora/; ``robustmm make-tiny``), built on first use."""
+    from robustmm.models.vlm.tiny import make_tiny
+
+    root = tmp_path_factory.getbasetemp() / "tiny-vlm" / (family if seed == 0 else f"{family}-seed{seed}")
+    if not (root / "README.md").is_file():
+        make_tiny(family, root, seed=seed)
+    return root

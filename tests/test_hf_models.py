@@ -32,13 +32,7 @@ TEXTS = ["what color is the shape?", "is there a circle?"]
 S = 32  # image side
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Other jobs share this machine's two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: other jobs share the two cores
 
 
 def _vocab(folder: Path, words=WORDS) -> Path:

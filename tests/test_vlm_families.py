@@ -19,28 +19,15 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from robustmm.models.vlm.tiny import TINY_FAMILIES, make_tiny  # noqa: E402
+from conftest import tiny_vlm  # noqa: E402
+from robustmm.models.vlm.tiny import TINY_FAMILIES  # noqa: E402
 
 CANDIDATES = ("red", "blue", "circle", "yes", "no", "green triangle")
 RESIZED_AT_WORKING_SIZE = ("idefics3", "llava-next")  # their processors resample even an image of the working size
 TEXTS = ["what color is the shape?", "is there a green triangle in the image?"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Other jobs share this machine's two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny(tmp_path_factory, family: str):
-    """The session's tiny ``family`` folders (model/, prompt/, lora/), built on first use."""
-    root = tmp_path_factory.getbasetemp() / "tiny-vlm" / family
-    if not (root / "README.md").is_file():
-        make_tiny(family, root)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: other jobs share the two cores
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +39,7 @@ def loaded(tmp_path_factory):
 
     def get(family):
         if family not in cache:
-            root = tiny(tmp_path_factory, family)
+            root = tiny_vlm(tmp_path_factory, family)
             cache[family] = (root, load_vlm_member(root / "model", "cpu", candidates=CANDIDATES))
         return cache[family]
 
@@ -252,7 +239,7 @@ def test_attack_suite_through_the_runner(tmp_path_factory, family):
     from robustmm.models.pair import load_pair
     from robustmm.types import Status
 
-    root = tiny(tmp_path_factory, family)
+    root = tiny_vlm(tmp_path_factory, family)
     dataset = load_dataset("easy-vqa", split="test", limit=3, seed=0)
     pair = load_pair(prompt_tuned=root / "prompt", finetuned=root / "model", device="cpu", candidates=dataset.candidates)
     model = pair.finetuned

@@ -21,28 +21,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from robustmm.errors import RobustMMError  # noqa: E402
 from robustmm.models.pair import load_member, load_pair  # noqa: E402
 from robustmm.models.vlm.members import load_vlm_member  # noqa: E402
-from robustmm.models.vlm.tiny import make_tiny  # noqa: E402
+from conftest import tiny_vlm  # noqa: E402
 
 CANDIDATES = ("red", "blue", "yes", "no", "green triangle")
 TEXTS = ["what color is the shape?", "is there a green triangle?"]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Other jobs share this machine's two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny(tmp_path_factory, family: str, seed: int = 0) -> Path:
-    """The session's tiny ``family`` folders (model/, prompt/, lora/), built on first use."""
-    root = tmp_path_factory.getbasetemp() / "tiny-vlm" / (family if seed == 0 else f"{family}-seed{seed}")
-    if not (root / "README.md").is_file():
-        make_tiny(family, root, seed=seed)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: other jobs share the two cores
 
 
 def pixels(n: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -110,7 +96,7 @@ def test_peft_members_equal_pefts_own_forward(tmp_path_factory, tmp_path, kind):
     from peft import IA3Config, PeftModel, PrefixTuningConfig, TaskType
     import transformers
 
-    root = tiny(tmp_path_factory, "llava")
+    root = tiny_vlm(tmp_path_factory, "llava")
     base = root / "model"
     folder = {"prompt": root / "prompt", "lora": root / "lora"}.get(kind)
     if kind == "prefix":
@@ -159,7 +145,7 @@ def test_m2pt_trains_and_is_attacked(tmp_path_factory, tmp_path, family):
     from robustmm.evaluate import evaluate
     from robustmm.tuning.m2pt import DEFAULT_STAGE, M2PTSettings, m2pt_tune
 
-    root = tiny(tmp_path_factory, family)
+    root = tiny_vlm(tmp_path_factory, family)
     if family == "llava":
         done = _train_m2pt(root / "model", tmp_path / "m2pt")
         assert done.returncode == 0, done.stderr[-2000:]
@@ -195,7 +181,7 @@ def test_m2pt_visual_prompts_keep_the_feature_count(tmp_path_factory):
     from robustmm.models.vlm.m2pt import M2PTPrompts
 
     for family in ("llava", "blip2"):
-        model = load_vlm_member(tiny(tmp_path_factory, family) / "model", CPU, candidates=CANDIDATES)
+        model = load_vlm_member(tiny_vlm(tmp_path_factory, family) / "model", CPU, candidates=CANDIDATES)
         inputs = model.preprocess(pixels())
         with torch.no_grad():
             plain = model.family.image_features(inputs)
@@ -221,18 +207,18 @@ def _one_sentence(err) -> str:
 
 def test_pairs_of_members_on_different_bases_are_refused(tmp_path_factory):
     """Same architecture, different base weights (another seed): two members on those bases are not a pair."""
-    one, other = tiny(tmp_path_factory, "llava"), tiny(tmp_path_factory, "llava", seed=1)
+    one, other = tiny_vlm(tmp_path_factory, "llava"), tiny_vlm(tmp_path_factory, "llava", seed=1)
     pair = load_pair(prompt_tuned=one / "prompt", finetuned=one / "lora", device="cpu", candidates=CANDIDATES)
     assert pair.prompt_tuned.info.base == pair.finetuned.info.base
     with pytest.raises(RobustMMError, match="sit on different base checkpoints") as err:
         load_pair(prompt_tuned=one / "prompt", finetuned=other / "lora", device="cpu", candidates=CANDIDATES)
     _one_sentence(err)
     with pytest.raises(RobustMMError, match="different model families") as err:
-        load_pair(prompt_tuned=one / "prompt", finetuned=tiny(tmp_path_factory, "blip2") / "model", device="cpu", candidates=CANDIDATES)
+        load_pair(prompt_tuned=one / "prompt", finetuned=tiny_vlm(tmp_path_factory, "blip2") / "model", device="cpu", candidates=CANDIDATES)
 
 
 def test_bad_input_is_one_sentence(tmp_path_factory, tmp_path):
-    root = tiny(tmp_path_factory, "llava")
+    root = tiny_vlm(tmp_path_factory, "llava")
     unsupported = tmp_path / "next"
     unsupported.mkdir()
     (unsupported / "config.json").write_text(json.dumps({"model_type": "llava_onevision"}))
@@ -261,7 +247,7 @@ def test_bad_input_is_one_sentence(tmp_path_factory, tmp_path):
 
 
 def test_a_processor_without_chat_template_gets_the_stated_fallback(tmp_path_factory, tmp_path):
-    root = tiny(tmp_path_factory, "llava")
+    root = tiny_vlm(tmp_path_factory, "llava")
     bare = tmp_path / "bare"
     shutil.copytree(root / "model", bare)
     (bare / "chat_template.jinja").unlink()
@@ -284,7 +270,7 @@ def test_a_processor_without_chat_template_gets_the_stated_fallback(tmp_path_fac
 
 @pytest.mark.parametrize("family", ["llava", "qwen2-vl"])
 def test_gradient_checkpointing_and_chunks_change_nothing(tmp_path_factory, family):
-    folder = tiny(tmp_path_factory, family) / "prompt"
+    folder = tiny_vlm(tmp_path_factory, family) / "prompt"
     plain = load_member(folder, CPU, candidates=CANDIDATES)
     lean = load_member(folder, CPU, candidates=CANDIDATES, vlm={"gradient_checkpointing": True, "memory_mb": 1e-6})
     assert lean.info.extra["gradient_checkpointing"] and lean._rows_per_chunk is not None
@@ -298,7 +284,7 @@ def test_gradient_checkpointing_and_chunks_change_nothing(tmp_path_factory, fami
 
 
 def test_out_of_memory_halves_the_batch(tmp_path_factory, monkeypatch):
-    model = load_member(tiny(tmp_path_factory, "blip2") / "model", CPU, candidates=CANDIDATES)
+    model = load_member(tiny_vlm(tmp_path_factory, "blip2") / "model", CPU, candidates=CANDIDATES)
     x = pixels(4)
     texts = TEXTS * 2
     with torch.no_grad():
@@ -371,8 +357,8 @@ def test_bf16_on_cuda_scores_in_fp32_and_pgd_keeps_its_budget(tmp_path_factory, 
     from robustmm.types import Example, Task
 
     cuda = torch.device("cuda")
-    model = load_member(tiny(tmp_path_factory, family) / "prompt", cuda, dtype="bf16", candidates=CANDIDATES)
-    reference = load_member(tiny(tmp_path_factory, family) / "prompt", cuda, candidates=CANDIDATES)
+    model = load_member(tiny_vlm(tmp_path_factory, family) / "prompt", cuda, dtype="bf16", candidates=CANDIDATES)
+    reference = load_member(tiny_vlm(tmp_path_factory, family) / "prompt", cuda, candidates=CANDIDATES)
     assert model.model_dtype is torch.bfloat16
     x = pixels(size=model.image_size).cuda().requires_grad_(True)
     scores = model.candidate_scores(x, TEXTS)
