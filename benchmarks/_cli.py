@@ -1,11 +1,25 @@
-"""The command line shared by the step-slice benchmarks: ``python benchmarks/bench_x.py [STEPS] [--device cpu|cuda]``."""
+"""What the benchmarks share: the shipped model they default to, a timer, and the command line of the step-slice
+benchmarks (``python benchmarks/bench_x.py [STEPS] [--device cpu|cuda]``)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import time
+from typing import Callable, TypeVar
 
 from robustmm.models.pair import resolve_device
+from robustmm.paths import package_root
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = package_root() / "checkpoints" / "default" / "easy-vqa" / "finetune"  # the shipped finetuned member
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    """(wall seconds, result) of ``fn()``."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def slice_parser(doc: str, default_steps: int) -> argparse.ArgumentParser:

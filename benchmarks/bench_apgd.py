@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import DEFAULT_MODEL, timed  # noqa: E402
 from _same_draws import random_tensors_are  # noqa: E402
 
 from robustmm.attacks import AttackBatch, get_attack, parse_attack_spec, parse_number  # noqa: E402
@@ -36,16 +36,6 @@ from robustmm.data import load_dataset, to_tensor  # noqa: E402
 from robustmm.errors import RobustMMError  # noqa: E402
 from robustmm.evaluate import gold_targets  # noqa: E402
 from robustmm.models.checkpoint import load_model  # noqa: E402
-from robustmm.paths import package_root  # noqa: E402
-
-DEFAULT_MODEL = package_root() / "checkpoints" / "default" / "easy-vqa" / "finetune"
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
 
 def correct_batch(model, n: int, seed: int) -> AttackBatch:
     """``n`` easy-VQA test examples the model answers correctly (the runner attacks only those)."""

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import DEFAULT_MODEL, timed  # noqa: E402
 from _same_draws import uniform_noise_is  # noqa: E402
 
 from robustmm.attacks import AttackBatch, get_attack, parse_number  # noqa: E402
@@ -40,17 +40,7 @@ from robustmm.attacks.image import ClassifierView  # noqa: E402
 from robustmm.data import load_dataset, to_tensor  # noqa: E402
 from robustmm.errors import RobustMMError  # noqa: E402
 from robustmm.models.checkpoint import load_model  # noqa: E402
-from robustmm.paths import package_root  # noqa: E402
 from robustmm.seeding import per_example_uniform  # noqa: E402
-
-DEFAULT_MODEL = package_root() / "checkpoints" / "default" / "easy-vqa" / "finetune"
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

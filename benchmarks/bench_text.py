@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "robustmm" / "checkpoints" / "default" / "easy-vqa" / "finetune"
+from _cli import DEFAULT_MODEL  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 
 def correct_examples(model, n: int, seed: int):
